@@ -1,0 +1,44 @@
+//! Names of maps and globals, used by both sides.
+
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_CONNS: &str = "CONNS";
+pub const MAP_ARGS: &str = "ARGS";
+pub const MAP_STATS: &str = "STATS";
+pub const MAP_SCRATCH: &str = "SCRATCH";
+pub const MAP_CONN_IDS: &str = "CONN_IDS";
+pub const MAP_FILTER_PIDS: &str = "FILTER_PIDS";
+pub const MAP_FILTER_COMMS: &str = "FILTER_COMMS";
+pub const MAP_FILTER_CGROUPS: &str = "FILTER_CGROUPS";
+pub const MAP_FILTER_PORTS: &str = "FILTER_PORTS";
+
+pub const GLOBAL_CONFIG: &str = "CONFIG";
+pub const GLOBAL_OFFSETS: &str = "OFFSETS";
+
+/// Every kernel program with the syscall tracepoint (category `syscalls`) it attaches to.
+pub const TRACEPOINTS: &[(&str, &str)] = &[
+    ("enter_read", "sys_enter_read"),
+    ("exit_read", "sys_exit_read"),
+    ("enter_write", "sys_enter_write"),
+    ("exit_write", "sys_exit_write"),
+    ("enter_readv", "sys_enter_readv"),
+    ("exit_readv", "sys_exit_readv"),
+    ("enter_writev", "sys_enter_writev"),
+    ("exit_writev", "sys_exit_writev"),
+    ("enter_recvfrom", "sys_enter_recvfrom"),
+    ("exit_recvfrom", "sys_exit_recvfrom"),
+    ("enter_sendto", "sys_enter_sendto"),
+    ("exit_sendto", "sys_exit_sendto"),
+    ("enter_recvmsg", "sys_enter_recvmsg"),
+    ("exit_recvmsg", "sys_exit_recvmsg"),
+    ("enter_sendmsg", "sys_enter_sendmsg"),
+    ("exit_sendmsg", "sys_exit_sendmsg"),
+    ("enter_sendfile", "sys_enter_sendfile64"),
+    ("exit_sendfile", "sys_exit_sendfile64"),
+    ("enter_recvmmsg", "sys_enter_recvmmsg"),
+    ("enter_sendmmsg", "sys_enter_sendmmsg"),
+    ("enter_connect", "sys_enter_connect"),
+    ("exit_connect", "sys_exit_connect"),
+    ("exit_accept", "sys_exit_accept"),
+    ("exit_accept4", "sys_exit_accept4"),
+    ("enter_close", "sys_enter_close"),
+];

@@ -1,0 +1,36 @@
+//! Kernel struct field offsets, read from the running kernel's BTF by the agent at load time
+//! (no compile-time kernel layouts): walking task -> fd table -> socket -> sock.
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub file_f_inode: u32,
+    pub inode_i_mode: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub skc_family: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// `sock.sk_protocol` when it is a plain u16 (kernels >= 5.6); [`Offsets::ABSENT`] otherwise.
+    pub sk_protocol: u32,
+}
+crate::assert_size!(Offsets, 68);
+
+impl Offsets {
+    pub const ABSENT: u32 = u32::MAX;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, repr(C), every bit pattern valid.
+    unsafe impl aya::Pod for super::Offsets {}
+}

@@ -1,0 +1,34 @@
+//! Kernel-side counters: a per-CPU array indexed by these ids, summed by the agent.
+
+pub const RINGBUF_DROPS_DATA: u32 = 0;
+pub const RINGBUF_DROPS_CONN: u32 = 1;
+pub const READ_USER_ERRORS: u32 = 2;
+pub const READ_KERNEL_ERRORS: u32 = 3;
+pub const CONN_TABLE_FULL: u32 = 4;
+pub const ARGS_TABLE_FULL: u32 = 5;
+pub const SENDMMSG_CALLS: u32 = 6;
+pub const RECVMMSG_CALLS: u32 = 7;
+pub const SENDFILE_CALLS: u32 = 8;
+pub const DATA_EVENTS: u32 = 9;
+pub const CONNS_OPENED: u32 = 10;
+pub const SNIFF_REJECTED: u32 = 11;
+pub const IOV_TRUNCATED: u32 = 12;
+/// Number of counters (size of the map).
+pub const COUNT: u32 = 13;
+
+/// Names for display, indexed by id.
+pub const NAMES: [&str; COUNT as usize] = [
+    "ringbuf_drops_data",
+    "ringbuf_drops_conn",
+    "read_user_errors",
+    "read_kernel_errors",
+    "conn_table_full",
+    "args_table_full",
+    "sendmmsg_calls",
+    "recvmmsg_calls",
+    "sendfile_calls",
+    "data_events",
+    "conns_opened",
+    "sniff_rejected",
+    "iov_truncated",
+];

@@ -1,0 +1,80 @@
+//! Maps and globals. Their names are the consts of `tracer_common::names` (checked by the agent
+//! at load time).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    Global,
+};
+use tracer_common::{
+    config::Config,
+    conn::{ConnKey, ConnState},
+    data::DataRecord,
+    offsets::Offsets,
+    stats,
+};
+
+use crate::args::Args;
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// (tgid, fd) -> connection state; LRU so fds of vanished processes age out.
+#[map]
+pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// pid_tgid -> arguments saved at syscall entry, taken at exit.
+#[map]
+pub static ARGS: LruHashMap<u64, Args> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);
+
+#[map]
+pub static SCRATCH: PerCpuArray<DataRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU counter for connection ids.
+#[map]
+pub static CONN_IDS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
+#[map]
+pub static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+#[map]
+pub static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<Config> = Global::new(Config::default_const());
+
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<Offsets> = Global::new(Offsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    file_f_inode: 0,
+    inode_i_mode: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    skc_family: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    sk_protocol: Offsets::ABSENT,
+});
+
+/// Add one to a counter.
+#[inline(always)]
+pub fn count(id: u32) {
+    if let Some(p) = STATS.get_ptr_mut(id) {
+        // SAFETY: per-CPU slot, valid map value pointer.
+        unsafe { *p += 1 };
+    }
+}

@@ -1,0 +1,181 @@
+//! Wiring: privileges, kernel programs, pipeline stages, signals, the exit summary.
+
+use std::{os::unix::fs::MetadataExt, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    cli::Cli,
+    clock::Clock,
+    ebpf::{self, ProbeConfig, Probes},
+    export::{self, stdout::StdoutExporter, Exporter},
+    pipeline::{self, conns, spans},
+    protocol::ParseError,
+    stats::Stats,
+};
+
+/// The agent's entry point after argument parsing. Errors are one line each.
+pub fn run(cli: Cli) -> Result<()> {
+    ebpf::check_privileges().map_err(anyhow::Error::msg)?;
+    let cgroup_ids = cli
+        .cgroups
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.ino())
+                .with_context(|| format!("--cgroup {}: not a readable cgroup v2 directory", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("tracer")
+        .build()
+        .context("starting the async runtime")?;
+
+    let stats = Arc::new(Stats::default());
+    let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
+    if !cli.quiet {
+        exporters.push(Box::new(StdoutExporter::stdout(cli.output)));
+    }
+    exporters.extend(export::config::build_exporters(&cli.export, &stats, rt.handle())?);
+
+    let mut probes = Probes::load(&ProbeConfig {
+        capture_bytes: cli.capture_bytes,
+        pids: cli.pids.clone(),
+        ports: cli.ports.clone(),
+        comms: cli.exes.clone(),
+        cgroup_ids,
+    })?;
+    let ring = probes.take_events()?;
+
+    // Build every stage and channel before any runs.
+    let (ring_to_conns_tx, ring_to_conns_rx) = mpsc::channel(pipeline::RING_TO_CONNS);
+    let (conns_to_spans_tx, conns_to_spans_rx) = mpsc::channel(pipeline::CONNS_TO_SPANS);
+    let (spans_to_link_tx, spans_to_link_rx) = mpsc::channel(pipeline::SPANS_TO_LINK);
+    let (link_to_export_tx, link_to_export_rx) = mpsc::channel(pipeline::LINK_TO_EXPORT);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let conns_stage = conns::ConnsStage::new(
+        conns::ConnsConfig {
+            max_connections: cli.max_connections,
+            request_timeout_ns: cli.request_timeout().as_nanos() as u64,
+            idle_timeout_ns: cli.idle_timeout().as_nanos() as u64,
+        },
+        stats.clone(),
+    );
+    let clock = Clock::new();
+    let span_opts = spans::SpanOptions { show_query_values: cli.show_query_values };
+
+    let export_stats = stats.clone();
+    let export_stop = stop_tx.clone();
+    let limit = cli.count;
+    let export_thread = std::thread::Builder::new()
+        .name("tracer-export".into())
+        .spawn(move || pipeline::export::run(link_to_export_rx, exporters, export_stats, limit, export_stop))
+        .context("starting the export thread")?;
+
+    let pending = rt.block_on(async {
+        let reader = tokio::spawn(pipeline::ringbuf::run(ring, ring_to_conns_tx, stop_rx.clone(), stats.clone()));
+        let conns = tokio::spawn(conns::run(conns_stage, ring_to_conns_rx, conns_to_spans_tx));
+        let spans = tokio::spawn(spans::run(conns_to_spans_rx, spans_to_link_tx, clock, span_opts));
+        let link = tokio::spawn(pipeline::link::run(spans_to_link_rx, link_to_export_tx, cli.link_wait(), stats.clone()));
+        eprintln!("tracer: ready");
+
+        wait_for_stop(&cli, stop_rx, &probes, &stats).await;
+        let _ = stop_tx.send(true);
+        // The reader drains what the kernel already wrote, then the stages finish in order.
+        let _ = reader.await;
+        refresh_kernel_stats(&probes, &stats);
+        let pending = conns.await.unwrap_or(0);
+        let _ = spans.await;
+        let _ = link.await;
+        pending
+    });
+    // Detach before the exporters flush: nothing new is captured from here on.
+    drop(probes);
+    let lines = export_thread.join().unwrap_or_default();
+    print_summary(&stats, pending, &lines);
+    Ok(())
+}
+
+fn refresh_kernel_stats(probes: &Probes, stats: &Stats) {
+    for (slot, v) in stats.kernel.iter().zip(probes.kernel_stats()) {
+        slot.set(v);
+    }
+}
+
+async fn wait_for_stop(cli: &Cli, mut stop: watch::Receiver<bool>, probes: &Probes, stats: &Stats) {
+    let deadline = async {
+        match cli.duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sigterm);
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = &mut sigterm => return,
+            _ = &mut deadline => return,
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+            _ = refresh.tick() => refresh_kernel_stats(probes, stats),
+        }
+    }
+}
+
+fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
+    use tracer_common::stats as k;
+    let parse: Vec<String> = ParseError::ALL
+        .iter()
+        .map(|e| (e, stats.parse_error(*e).get()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(e, n)| format!("{}={n}", e.as_str()))
+        .collect();
+    eprintln!(
+        "tracer: {} spans from {} records (data {}, opened {}, closed {}), {} bytes captured",
+        stats.spans.get(),
+        stats.events_data.get() + stats.events_conn_open.get() + stats.events_conn_close.get(),
+        stats.events_data.get(),
+        stats.events_conn_open.get(),
+        stats.events_conn_close.get(),
+        stats.bytes_captured.get(),
+    );
+    eprintln!(
+        "tracer: drops: ring buffer data={} conn={}, malformed records={}, data without connection={}, connections evicted={} idle={}, export queue={}",
+        stats.kernel(k::RINGBUF_DROPS_DATA),
+        stats.kernel(k::RINGBUF_DROPS_CONN),
+        stats.events_malformed.get(),
+        stats.data_unknown_conn.get(),
+        stats.conns_evicted_lru.get(),
+        stats.conns_expired_idle.get(),
+        stats.export_queue_drops.get(),
+    );
+    eprintln!("tracer: spans released without their expected parent (link wait exceeded): {}", stats.link_timeouts.get());
+    eprintln!(
+        "tracer: parse errors: {}; requests without response: {}; still waiting at exit: {}; kernel: table full conns={} args={}, read errors user={} kernel={}, batch syscalls seen (not parsed) sendmmsg={} recvmmsg={}",
+        if parse.is_empty() { "none".to_string() } else { parse.join(" ") },
+        stats.requests_unanswered.get(),
+        pending,
+        stats.kernel(k::CONN_TABLE_FULL),
+        stats.kernel(k::ARGS_TABLE_FULL),
+        stats.kernel(k::READ_USER_ERRORS),
+        stats.kernel(k::READ_KERNEL_ERRORS),
+        stats.kernel(k::SENDMMSG_CALLS),
+        stats.kernel(k::RECVMMSG_CALLS),
+    );
+    for l in export_lines {
+        eprintln!("tracer: {l}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Connections as the agent knows them: identity, ends, process, and the protocol parser fed by
+//! their segments. Bounded: LRU beyond `max` entries, forgotten after an idle timeout.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    num::NonZeroUsize,
+    sync::Arc,
+};
+
+use lru::LruCache;
+use tracer_common::conn::{role, ConnEvent, AF_INET};
+
+use crate::{
+    process::ProcessInfo,
+    protocol::{ConnParser, Role},
+    span::Endpoints,
+};
+
+/// What spans need to know about the connection they happened on.
+#[derive(Debug, Clone)]
+pub struct ConnMeta {
+    pub conn_id: u64,
+    pub tgid: u32,
+    pub fd: i32,
+    pub role: Role,
+    pub endpoints: Endpoints,
+    pub cgroup_id: u64,
+    pub process: Arc<ProcessInfo>,
+}
+
+/// An address as the kernel gives it; IPv4-mapped IPv6 shown as IPv4.
+pub fn ip_of(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        return IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]));
+    }
+    let v6 = Ipv6Addr::from(*raw);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+pub fn role_of(raw: u8) -> Role {
+    match raw {
+        role::CLIENT => Role::Client,
+        role::SERVER => Role::Server,
+        _ => Role::Unknown,
+    }
+}
+
+/// The kernel's task name, up to its NUL.
+pub fn comm_str(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+impl ConnMeta {
+    pub fn from_event(ev: &ConnEvent, process: Arc<ProcessInfo>) -> Self {
+        Self {
+            conn_id: ev.conn_id,
+            tgid: ev.tgid,
+            fd: ev.fd,
+            role: role_of(ev.role),
+            endpoints: Endpoints {
+                local: (ip_of(ev.family, &ev.local_addr), ev.local_port),
+                remote: (ip_of(ev.family, &ev.remote_addr), ev.remote_port),
+            },
+            cgroup_id: ev.cgroup_id,
+            process,
+        }
+    }
+}
+
+/// A tracked connection.
+pub struct Conn {
+    pub meta: Arc<ConnMeta>,
+    /// Chosen on the first segment a registered protocol recognises.
+    pub parser: Option<Box<dyn ConnParser>>,
+    /// Monotonic ns of the last event.
+    pub last_seen: u64,
+    /// Exchanges reported so far (the next one's sequence number).
+    pub seq_done: u64,
+    /// Requests started so far (head complete).
+    pub seq_started: u64,
+    /// Client connections: the thread parent of each started, unreported request, in order.
+    pub thread_parents: std::collections::VecDeque<Option<crate::span::ExchangeKey>>,
+    /// Server connections: the traced client connection at the other end, if any.
+    pub mirror: Option<u64>,
+}
+
+impl Conn {
+    pub fn new(meta: Arc<ConnMeta>, ts: u64) -> Self {
+        Self {
+            meta,
+            parser: None,
+            last_seen: ts,
+            seq_done: 0,
+            seq_started: 0,
+            thread_parents: Default::default(),
+            mirror: None,
+        }
+    }
+}
+
+/// Connections by id, least recently used first out.
+pub struct ConnTable {
+    conns: LruCache<u64, Conn>,
+}
+
+impl ConnTable {
+    pub fn new(max: usize) -> Self {
+        Self { conns: LruCache::new(NonZeroUsize::new(max.max(1)).unwrap_or(NonZeroUsize::MIN)) }
+    }
+
+    /// Insert; returns the connection pushed out if the table was full.
+    pub fn insert(&mut self, conn: Conn) -> Option<Conn> {
+        let id = conn.meta.conn_id;
+        match self.conns.push(id, conn) {
+            Some((old_id, old)) if old_id != id => Some(old),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Conn> {
+        self.conns.get_mut(&id)
+    }
+
+    pub fn remove(&mut self, id: u64) -> Option<Conn> {
+        self.conns.pop(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Ids of connections idle since before `cutoff` (monotonic ns), oldest first.
+    pub fn idle_since(&self, cutoff: u64) -> Vec<u64> {
+        // LRU order is access order, which is event order: stop at the first recent one.
+        self.conns.iter().rev().take_while(|(_, c)| c.last_seen < cutoff).map(|(id, _)| *id).collect()
+    }
+
+    /// Connections with requests waiting for responses.
+    pub fn with_pending(&mut self) -> impl Iterator<Item = &mut Conn> {
+        self.conns.iter_mut().map(|(_, c)| c).filter(|c| c.parser.as_ref().is_some_and(|p| p.has_pending()))
+    }
+}

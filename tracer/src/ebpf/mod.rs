@@ -1,0 +1,197 @@
+//! Loading and attaching the kernel programs, and reading their counters.
+
+pub mod btf;
+mod system;
+
+use std::os::fd::AsRawFd;
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use thiserror::Error;
+use tracer_common::{
+    config::{filter, Config},
+    data::MAX_CAPTURE,
+    names,
+    offsets::Offsets,
+    stats,
+};
+
+pub use system::{check_privileges, ensure_tracefs};
+
+/// The kernel programs, built by build.rs.
+static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-probes"));
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("this tracer was built without its kernel programs (AYA_BUILD_SKIP); rebuild with `cargo build`")]
+    NoPrograms,
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("{0}")]
+    System(String),
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object lacks `{0}`")]
+    Missing(String),
+    #[error("attaching {program} to syscalls:{tracepoint} failed: {source} (the kernel needs syscall tracepoints: CONFIG_FTRACE_SYSCALLS)")]
+    Attach { program: String, tracepoint: String, source: aya::programs::ProgramError },
+    #[error("eBPF map `{name}`: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("--capture-bytes must be between 64 and {MAX_CAPTURE}, got {0}")]
+    CaptureBytes(u32),
+    #[error("--exe `{0}` is longer than the kernel's 15-character process name; give its first 15 characters")]
+    CommTooLong(String),
+}
+
+/// What the kernel programs should trace.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeConfig {
+    pub capture_bytes: u32,
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
+    pub comms: Vec<String>,
+    pub cgroup_ids: Vec<u64>,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+}
+
+/// Field offsets of the kernel structs the programs walk, from the running kernel's BTF.
+pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
+    let off = |s: &str, m: &str| btf.member(s, m).map(|i| i.offset);
+    // sock_common is the first member of sock; its offset is added for robustness anyway.
+    let skc = off("sock", "__sk_common")?;
+    let skc_off = |m: &str| off("sock_common", m).map(|o| o + skc);
+    let optional = |r: Result<u32, btf::BtfError>| r.unwrap_or(Offsets::ABSENT);
+    Ok(Offsets {
+        task_files: off("task_struct", "files")?,
+        files_fdt: off("files_struct", "fdt")?,
+        fdt_max_fds: off("fdtable", "max_fds")?,
+        fdt_fd: off("fdtable", "fd")?,
+        file_private_data: off("file", "private_data")?,
+        file_f_inode: off("file", "f_inode")?,
+        inode_i_mode: off("inode", "i_mode")?,
+        socket_type: off("socket", "type")?,
+        socket_sk: off("socket", "sk")?,
+        skc_family: skc_off("skc_family")?,
+        skc_daddr: skc_off("skc_daddr")?,
+        skc_rcv_saddr: skc_off("skc_rcv_saddr")?,
+        skc_dport: skc_off("skc_dport")?,
+        skc_num: skc_off("skc_num")?,
+        skc_v6_daddr: optional(skc_off("skc_v6_daddr")),
+        skc_v6_rcv_saddr: optional(skc_off("skc_v6_rcv_saddr")),
+        // A bitfield before 5.6: then TCP is recognised by SOCK_STREAM + inet family alone.
+        sk_protocol: btf
+            .member("sock", "sk_protocol")
+            .ok()
+            .filter(|m| m.size == 2)
+            .map_or(Offsets::ABSENT, |m| m.offset),
+    })
+}
+
+fn comm_key(name: &str) -> Result<[u8; 16], LoadError> {
+    let b = name.as_bytes();
+    if b.len() > 15 {
+        return Err(LoadError::CommTooLong(name.into()));
+    }
+    let mut k = [0u8; 16];
+    k[..b.len()].copy_from_slice(b);
+    Ok(k)
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, LoadError> {
+    ebpf.map_mut(name).ok_or_else(|| LoadError::Missing(name.into()))
+}
+
+impl Probes {
+    /// Load the programs with `cfg`, fill the filter maps, attach every tracepoint.
+    pub fn load(cfg: &ProbeConfig) -> Result<Self, LoadError> {
+        if PROBES.is_empty() {
+            return Err(LoadError::NoPrograms);
+        }
+        if !(64..=MAX_CAPTURE as u32).contains(&cfg.capture_bytes) {
+            return Err(LoadError::CaptureBytes(cfg.capture_bytes));
+        }
+        let comms = cfg.comms.iter().map(|c| comm_key(c)).collect::<Result<Vec<_>, _>>()?;
+        let offsets = kernel_offsets(&btf::Btf::from_sys()?)?;
+        ensure_tracefs().map_err(LoadError::System)?;
+
+        let mut filters = 0;
+        for (set, bit) in [
+            (!cfg.pids.is_empty(), filter::PID),
+            (!comms.is_empty(), filter::COMM),
+            (!cfg.cgroup_ids.is_empty(), filter::CGROUP),
+            (!cfg.ports.is_empty(), filter::PORT),
+        ] {
+            if set {
+                filters |= bit;
+            }
+        }
+        let config = Config {
+            self_tgid: std::process::id(),
+            capture_bytes: cfg.capture_bytes,
+            filters,
+            ..Config::default_const()
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::GLOBAL_CONFIG, &config, true)
+            .override_global(names::GLOBAL_OFFSETS, &offsets, true)
+            .load(PROBES)
+            .map_err(LoadError::Load)?;
+
+        fill(&mut ebpf, names::MAP_FILTER_PIDS, cfg.pids.iter().copied())?;
+        fill(&mut ebpf, names::MAP_FILTER_PORTS, cfg.ports.iter().copied())?;
+        fill(&mut ebpf, names::MAP_FILTER_CGROUPS, cfg.cgroup_ids.iter().copied())?;
+        fill(&mut ebpf, names::MAP_FILTER_COMMS, comms.into_iter())?;
+
+        for (program, tracepoint) in names::TRACEPOINTS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| LoadError::Missing((*program).into()))?
+                .try_into()
+                .map_err(|source| LoadError::Attach { program: (*program).into(), tracepoint: (*tracepoint).into(), source })?;
+            prog.load()
+                .and_then(|()| prog.attach("syscalls", tracepoint).map(|_| ()))
+                .map_err(|source| LoadError::Attach { program: (*program).into(), tracepoint: (*tracepoint).into(), source })?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// The ring buffer the programs write records to (can be taken once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self.ebpf.take_map(names::MAP_EVENTS).ok_or_else(|| LoadError::Missing(names::MAP_EVENTS.into()))?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: names::MAP_EVENTS, source })
+    }
+
+    /// Kernel counters summed over CPUs, indexed by `tracer_common::stats` ids.
+    pub fn kernel_stats(&self) -> [u64; stats::COUNT as usize] {
+        let mut out = [0u64; stats::COUNT as usize];
+        let Some(map) = self.ebpf.map(names::MAP_STATS) else { return out };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(v) = arr.get(&(i as u32), 0) {
+                *slot = v.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// File descriptor of the ring buffer map, for diagnostics.
+    pub fn events_fd(ring: &RingBuf<MapData>) -> i32 {
+        ring.as_raw_fd()
+    }
+}
+
+fn fill<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: impl Iterator<Item = K>) -> Result<(), LoadError> {
+    let mut map: BpfHashMap<_, K, u8> =
+        BpfHashMap::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
+    for k in keys {
+        map.insert(k, 1, 0).map_err(|source| LoadError::Map { name, source })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Export tests against real receivers (all on 127.0.0.1, ports chosen by the kernel).
+
+mod otlp;
+mod outage;
+mod prometheus;
+mod receiver;
+mod rotel;
+mod tls;
+mod zipkin;

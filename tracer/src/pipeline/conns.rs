@@ -1,0 +1,294 @@
+//! Stage 2: connections. Keeps the connection table, turns data records into ordered segments
+//! per connection and direction (with what was not captured), and feeds the protocol parser.
+//! Reassembly and parsing share this stage because they share per-connection state. It also
+//! notes what trace linking needs: each exchange's number on its connection, the server request
+//! its thread was serving when a client request started, and the other end of a connection when
+//! both ends are traced on this host.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+use tracer_common::data::{direction, flags};
+
+use super::{DataEvent, Parsed, RawEvent};
+use crate::{
+    clock::Clock,
+    conn::{comm_str, Conn, ConnMeta, ConnTable},
+    process::ProcessCache,
+    protocol::{self, http1::Outcome, Direction, Message, ParseError, ParseOutput, Role, Segment},
+    span::ExchangeKey,
+    stats::Stats,
+};
+
+/// (local, remote) ends of a connection.
+type Ends = (SocketAddr, SocketAddr);
+
+fn ends(meta: &ConnMeta) -> Ends {
+    let (l, r) = (meta.endpoints.local, meta.endpoints.remote);
+    (SocketAddr::new(l.0, l.1), SocketAddr::new(r.0, r.1))
+}
+
+/// Most server requests tracked in flight per thread (an event loop may hold many).
+const MAX_INFLIGHT_PER_THREAD: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConnsConfig {
+    pub max_connections: usize,
+    pub request_timeout_ns: u64,
+    pub idle_timeout_ns: u64,
+}
+
+/// Where parser output goes: numbering, linking hints, error accounting.
+struct Sink {
+    stats: Arc<Stats>,
+    logged: HashSet<ParseError>,
+    scratch: ParseOutput,
+    /// Server exchanges started and not yet reported, by the (tgid, tid) that read the request.
+    inflight: HashMap<(u32, u32), Vec<ExchangeKey>>,
+}
+
+impl Sink {
+    /// Move the scratch output of `conn` to `out`: number exchanges, attach linking hints, count
+    /// (and log once per kind) parse errors.
+    fn collect(&mut self, conn: &mut Conn, out: &mut Vec<Parsed>) {
+        let meta = conn.meta.clone();
+        for message in self.scratch.messages.drain(..) {
+            let exchange = ExchangeKey { conn_id: meta.conn_id, seq: conn.seq_done };
+            conn.seq_done += 1;
+            conn.seq_started = conn.seq_started.max(conn.seq_done);
+            let Message::Http1(ex) = &message;
+            if matches!(ex.outcome, Outcome::Timeout | Outcome::Closed) {
+                self.stats.requests_unanswered.inc();
+            }
+            let (thread_parent, conn_parent) = match ex.role {
+                Role::Client => (conn.thread_parents.pop_front().flatten(), None),
+                _ => {
+                    if let Some(v) = self.inflight.get_mut(&(meta.tgid, ex.request_tid)) {
+                        v.retain(|k| *k != exchange);
+                    }
+                    (None, conn.mirror.map(|m| ExchangeKey { conn_id: m, seq: exchange.seq }))
+                }
+            };
+            out.push(Parsed { meta: meta.clone(), message, exchange, thread_parent, conn_parent });
+        }
+        for e in self.scratch.errors.drain(..) {
+            self.stats.parse_error(e).inc();
+            if self.logged.insert(e) {
+                tracing::warn!(
+                    "unparsable traffic ({}) on a connection of pid {}; counted, further ones of this kind not logged",
+                    e.as_str(),
+                    meta.tgid
+                );
+            }
+        }
+    }
+
+    /// Record requests that started with the last segment (moved by thread `tid`): server ones
+    /// as in flight on that thread, client ones with the one server request that thread was
+    /// serving, if exactly one (several in flight on an event loop: ambiguous, not linked).
+    fn note_starts(&mut self, conn: &mut Conn, tid: u32) {
+        let Some(parser) = conn.parser.as_ref() else { return };
+        let started = conn.seq_done + parser.pending_count() as u64;
+        let key = (conn.meta.tgid, tid);
+        while conn.seq_started < started {
+            let seq = conn.seq_started;
+            conn.seq_started += 1;
+            match conn.meta.role {
+                Role::Server => {
+                    let v = self.inflight.entry(key).or_default();
+                    if v.len() < MAX_INFLIGHT_PER_THREAD {
+                        v.push(ExchangeKey { conn_id: conn.meta.conn_id, seq });
+                    }
+                }
+                Role::Client => {
+                    let parent = match self.inflight.get(&key).map(Vec::as_slice) {
+                        Some([only]) => Some(*only),
+                        _ => None,
+                    };
+                    conn.thread_parents.push_back(parent);
+                }
+                Role::Unknown => {}
+            }
+        }
+    }
+
+    /// Forget in-flight requests of a connection that left the table.
+    fn forget(&mut self, conn: &Conn) {
+        let (tgid, id) = (conn.meta.tgid, conn.meta.conn_id);
+        self.inflight.retain(|(t, _), v| {
+            if *t == tgid {
+                v.retain(|k| k.conn_id != id);
+            }
+            !v.is_empty()
+        });
+    }
+}
+
+pub struct ConnsStage {
+    cfg: ConnsConfig,
+    table: ConnTable,
+    processes: ProcessCache,
+    sink: Sink,
+    /// Connections by their ends, to find both ends of one TCP connection on this host.
+    by_ends: HashMap<Ends, u64>,
+}
+
+impl ConnsStage {
+    pub fn new(cfg: ConnsConfig, stats: Arc<Stats>) -> Self {
+        Self {
+            cfg,
+            table: ConnTable::new(cfg.max_connections),
+            processes: ProcessCache::new(4096),
+            sink: Sink { stats, logged: HashSet::new(), scratch: ParseOutput::default(), inflight: HashMap::new() },
+            by_ends: HashMap::new(),
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.sink.stats
+    }
+
+    /// Handle one record; parsed messages are appended to `out`.
+    pub fn handle(&mut self, ev: RawEvent, out: &mut Vec<Parsed>) {
+        match ev {
+            RawEvent::Open(ev) => {
+                tracing::trace!(conn = ev.conn_id, pid = ev.tgid, fd = ev.fd, role = ev.role, "open");
+                let process = self.processes.get(ev.tgid, &comm_str(&ev.comm));
+                let mut conn = Conn::new(Arc::new(ConnMeta::from_event(&ev, process)), ev.ts_ns);
+                self.pair(&mut conn);
+                if let Some(mut evicted) = self.table.insert(conn) {
+                    self.stats().conns_evicted_lru.inc();
+                    self.finish(&mut evicted, ev.ts_ns, out);
+                }
+            }
+            RawEvent::Close { conn_id, ts_ns } => {
+                if let Some(mut conn) = self.table.remove(conn_id) {
+                    self.finish(&mut conn, ts_ns, out);
+                }
+            }
+            RawEvent::Data(d) => self.data(d, out),
+        }
+        self.stats().conns_active.set(self.table.len() as u64);
+    }
+
+    fn data(&mut self, d: DataEvent, out: &mut Vec<Parsed>) {
+        let h = &d.header;
+        tracing::trace!(
+            conn = h.conn_id, pid = h.tgid, dir = h.direction, syscall = h.syscall,
+            moved = h.ret_len, captured = h.cap_len, flags = h.flags, "data"
+        );
+        let Some(conn) = self.table.get_mut(h.conn_id) else {
+            self.sink.stats.data_unknown_conn.inc();
+            return;
+        };
+        conn.last_seen = h.ts_exit_ns;
+        let seg = Segment {
+            dir: if h.direction == direction::INGRESS { Direction::Ingress } else { Direction::Egress },
+            bytes: &d.bytes,
+            missing: h.ret_len.saturating_sub(d.bytes.len() as u64),
+            lost_before: h.flags & flags::LOST_BEFORE != 0,
+            ts_enter: h.ts_enter_ns,
+            ts_exit: h.ts_exit_ns,
+            tid: h.tid,
+        };
+        if conn.parser.is_none() {
+            // The kernel sniffed the protocol already; here the parser itself is chosen.
+            match protocol::detect(seg.bytes, seg.dir, conn.meta.role) {
+                Some(p) => conn.parser = Some(p.parser(conn.meta.role)),
+                None => return,
+            }
+        }
+        if let Some(parser) = conn.parser.as_mut() {
+            parser.feed(&seg, &mut self.sink.scratch);
+        }
+        self.sink.collect(conn, out);
+        self.sink.note_starts(conn, seg.tid);
+    }
+
+    /// Find the other end of `conn` among traced connections (both ends on this host, possibly
+    /// in different network namespaces of this kernel) and remember it.
+    fn pair(&mut self, conn: &mut Conn) {
+        let (local, remote) = ends(&conn.meta);
+        if local.ip().is_unspecified() || remote.ip().is_unspecified() {
+            return;
+        }
+        if let Some(&other) = self.by_ends.get(&(remote, local)) {
+            if let Some(o) = self.table.get_mut(other) {
+                match (conn.meta.role, o.meta.role) {
+                    (Role::Server, Role::Client) => conn.mirror = Some(other),
+                    (Role::Client, Role::Server) => o.mirror = Some(conn.meta.conn_id),
+                    _ => {}
+                }
+            }
+        }
+        self.by_ends.insert((local, remote), conn.meta.conn_id);
+    }
+
+    /// A connection left the table: report what its close completes, forget its links.
+    fn finish(&mut self, conn: &mut Conn, ts: u64, out: &mut Vec<Parsed>) {
+        if let Some(p) = conn.parser.as_mut() {
+            p.close(ts, &mut self.sink.scratch);
+        }
+        self.sink.collect(conn, out);
+        self.sink.forget(conn);
+        let key = ends(&conn.meta);
+        if self.by_ends.get(&key) == Some(&conn.meta.conn_id) {
+            self.by_ends.remove(&key);
+        }
+    }
+
+    /// Periodic work at monotonic `now`: report requests that waited too long, forget idle
+    /// connections.
+    pub fn tick(&mut self, now: u64, out: &mut Vec<Parsed>) {
+        let timeout = self.cfg.request_timeout_ns;
+        for conn in self.table.with_pending() {
+            if let Some(p) = conn.parser.as_mut() {
+                p.expire(now, timeout, &mut self.sink.scratch);
+            }
+            self.sink.collect(conn, out);
+        }
+        for id in self.table.idle_since(now.saturating_sub(self.cfg.idle_timeout_ns)) {
+            if let Some(mut conn) = self.table.remove(id) {
+                self.sink.stats.conns_expired_idle.inc();
+                self.finish(&mut conn, now, out);
+            }
+        }
+        self.stats().conns_active.set(self.table.len() as u64);
+    }
+
+    /// Requests still waiting at shutdown (counted, not reported as spans).
+    pub fn pending_at_exit(&mut self) -> u64 {
+        self.table.with_pending().count() as u64
+    }
+}
+
+/// Run the stage until its input closes.
+pub async fn run(
+    mut stage: ConnsStage,
+    mut ring_to_conns: mpsc::Receiver<RawEvent>,
+    conns_to_spans: mpsc::Sender<Parsed>,
+) -> u64 {
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = ring_to_conns.recv() => match ev {
+                Some(ev) => stage.handle(ev, &mut out),
+                None => break,
+            },
+            _ = tick.tick() => stage.tick(Clock::mono_now(), &mut out),
+        }
+        for p in out.drain(..) {
+            if conns_to_spans.send(p).await.is_err() {
+                return 0;
+            }
+        }
+    }
+    stage.pending_at_exit()
+}

@@ -1,0 +1,352 @@
+//! Stage 4: trace linking. Gives every span its ids and its parent, and says how the parent was
+//! found (`tracer.link`):
+//! - `header`: the request carried a trace context (W3C, B3, Jaeger, Datadog);
+//! - `connection`: a server span whose client is a traced process on this host: the client span
+//!   at the other end of the same TCP connection, request for request;
+//! - `thread`: a client span whose request started while its thread was serving exactly one
+//!   request: that server span;
+//! - `root`: none of these (or the expected parent never came within the hold bound).
+//!
+//! A parent finishes after its children, so a child waits (bounded by `hold_ns`) for its
+//! parent's trace id; span ids are allocated per exchange when first referenced, so a child can
+//! name its parent before the parent exists.
+
+use std::{collections::VecDeque, num::NonZeroUsize, sync::Arc, time::Duration};
+
+use lru::LruCache;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use super::SpanRef;
+use crate::{
+    clock::Clock,
+    context,
+    span::{ExchangeKey, LinkKind, SpanRecord},
+};
+
+/// Timing slack when checking that a child lies inside its parent (same kernel clock).
+const TOLERANCE_NS: u64 = 1_000_000;
+
+struct Waiting {
+    span: SpanRecord,
+    link: LinkKind,
+}
+
+#[derive(Default)]
+struct Node {
+    span_id: [u8; 8],
+    /// Known once the exchange's own span is linked.
+    trace_id: Option<[u8; 16]>,
+    /// Monotonic start/end of the exchange's span, once it arrived.
+    interval: Option<(u64, u64)>,
+    waiters: Vec<Waiting>,
+}
+
+pub struct Linker<R: Rng> {
+    rng: R,
+    nodes: LruCache<ExchangeKey, Node>,
+    /// (deadline, parent) of waiting children, in arrival order (deadlines are monotonic).
+    deadlines: VecDeque<(u64, ExchangeKey)>,
+    hold_ns: u64,
+    /// Children released as roots because their parent never came.
+    pub timed_out: u64,
+}
+
+impl<R: Rng> Linker<R> {
+    pub fn new(rng: R, capacity: usize, hold: Duration) -> Self {
+        Self {
+            rng,
+            nodes: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            deadlines: VecDeque::new(),
+            hold_ns: hold.as_nanos() as u64,
+            timed_out: 0,
+        }
+    }
+
+    fn trace_id(&mut self) -> [u8; 16] {
+        let mut t = [0u8; 16];
+        while t == [0; 16] {
+            self.rng.fill(&mut t);
+        }
+        t
+    }
+
+    fn span_id(&mut self) -> [u8; 8] {
+        let mut s = [0u8; 8];
+        while s == [0; 8] {
+            self.rng.fill(&mut s);
+        }
+        s
+    }
+
+    /// The node of `key`, created with a fresh span id. An evicted node's waiters are released.
+    fn node(&mut self, key: ExchangeKey, out: &mut Vec<SpanRecord>) -> &mut Node {
+        if !self.nodes.contains(&key) {
+            let node = Node { span_id: self.span_id(), ..Node::default() };
+            if let Some((_, evicted)) = self.nodes.push(key, node) {
+                for w in evicted.waiters {
+                    self.release_as_root(w.span, out);
+                }
+            }
+        }
+        // Just inserted or present.
+        self.nodes.get_or_insert_mut(key, Node::default)
+    }
+
+    /// Link one span; finished spans (this one and any it unblocks) are appended to `out`.
+    pub fn link(&mut self, mut span: SpanRecord, now: u64, out: &mut Vec<SpanRecord>) {
+        span.span_id = self.node(span.exchange, out).span_id;
+        if let Some(ctx) = context::extract(&span.context_headers) {
+            span.parent_span_id = Some(ctx.span_id);
+            return self.resolve(span, ctx.trace_id, LinkKind::Header, out);
+        }
+        let parent = match (span.conn_parent, span.thread_parent) {
+            (Some(p), _) => Some((p, LinkKind::Connection)),
+            (None, Some(p)) => Some((p, LinkKind::Thread)),
+            (None, None) => None,
+        };
+        let Some((pkey, link)) = parent else {
+            let t = self.trace_id();
+            return self.resolve(span, t, LinkKind::Root, out);
+        };
+        let pnode = self.node(pkey, out);
+        span.parent_span_id = Some(pnode.span_id);
+        match (pnode.trace_id, pnode.interval) {
+            (Some(trace), Some(iv)) if inside(&span, iv) => self.resolve(span, trace, link, out),
+            (Some(_), _) => self.release_as_root(span, out),
+            (None, _) => {
+                pnode.waiters.push(Waiting { span, link });
+                self.deadlines.push_back((now.saturating_add(self.hold_ns), pkey));
+            }
+        }
+    }
+
+    fn release_as_root(&mut self, mut span: SpanRecord, out: &mut Vec<SpanRecord>) {
+        span.parent_span_id = None;
+        let t = self.trace_id();
+        self.resolve(span, t, LinkKind::Root, out);
+    }
+
+    /// Give `span` its trace, emit it, then release the children that waited for it.
+    fn resolve(&mut self, span: SpanRecord, trace: [u8; 16], link: LinkKind, out: &mut Vec<SpanRecord>) {
+        let mut stack = vec![(span, trace, link)];
+        while let Some((mut span, trace, link)) = stack.pop() {
+            span.trace_id = trace;
+            span.link = link;
+            let iv = (span.start_mono_ns, span.end_mono_ns);
+            let waiters = match self.nodes.get_mut(&span.exchange) {
+                Some(n) => {
+                    n.trace_id = Some(trace);
+                    n.interval = Some(iv);
+                    std::mem::take(&mut n.waiters)
+                }
+                None => Vec::new(),
+            };
+            out.push(span);
+            for w in waiters {
+                if inside(&w.span, iv) {
+                    stack.push((w.span, trace, w.link));
+                } else {
+                    let mut child = w.span;
+                    child.parent_span_id = None;
+                    let t = self.trace_id();
+                    stack.push((child, t, LinkKind::Root));
+                }
+            }
+        }
+    }
+
+    /// Release children whose parent has not come by their deadline.
+    pub fn expire(&mut self, now: u64, out: &mut Vec<SpanRecord>) {
+        while let Some(&(deadline, pkey)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let waiters = self.nodes.peek_mut(&pkey).map(|n| std::mem::take(&mut n.waiters)).unwrap_or_default();
+            for w in waiters {
+                self.timed_out += 1;
+                self.release_as_root(w.span, out);
+            }
+        }
+    }
+
+    /// Release everything still waiting (shutdown).
+    pub fn flush(&mut self, out: &mut Vec<SpanRecord>) {
+        self.expire(u64::MAX, out);
+    }
+}
+
+/// Whether the child span lies within its parent's interval (with slack).
+fn inside(child: &SpanRecord, (start, end): (u64, u64)) -> bool {
+    child.start_mono_ns.saturating_add(TOLERANCE_NS) >= start && child.end_mono_ns <= end.saturating_add(TOLERANCE_NS)
+}
+
+pub async fn run(
+    mut spans_to_link: mpsc::Receiver<SpanRecord>,
+    link_to_export: mpsc::Sender<SpanRef>,
+    hold: Duration,
+    stats: Arc<crate::stats::Stats>,
+) {
+    let mut linker = Linker::new(rand::rngs::StdRng::from_os_rng(), 65536, hold);
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let open = tokio::select! {
+            s = spans_to_link.recv() => match s {
+                Some(s) => {
+                    linker.link(s, Clock::mono_now(), &mut out);
+                    true
+                }
+                None => false,
+            },
+            _ = tick.tick() => {
+                linker.expire(Clock::mono_now(), &mut out);
+                true
+            }
+        };
+        if !open {
+            linker.flush(&mut out);
+        }
+        stats.link_timeouts.set(linker.timed_out);
+        for s in out.drain(..) {
+            if link_to_export.send(Arc::new(s)).await.is_err() {
+                return;
+            }
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::span::{Endpoints, SpanKind, SpanStatus};
+
+    fn span(conn: u64, seq: u64, kind: SpanKind, start: u64, end: u64) -> SpanRecord {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        SpanRecord {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            parent_span_id: None,
+            link: LinkKind::Root,
+            name: "GET /".into(),
+            kind,
+            start_unix_ns: start,
+            end_unix_ns: end,
+            status: SpanStatus::Unset,
+            attributes: vec![],
+            process: Default::default(),
+            tid: 1,
+            conn_id: conn,
+            endpoints: Endpoints { local: (ip, 1), remote: (ip, 2) },
+            start_mono_ns: start,
+            end_mono_ns: end,
+            context_headers: vec![],
+            exchange: ExchangeKey { conn_id: conn, seq },
+            thread_parent: None,
+            conn_parent: None,
+        }
+    }
+
+    fn linker() -> Linker<rand::rngs::StdRng> {
+        Linker::new(rand::rngs::StdRng::seed_from_u64(7), 1024, Duration::from_secs(5))
+    }
+
+    fn key(conn: u64, seq: u64) -> ExchangeKey {
+        ExchangeKey { conn_id: conn, seq }
+    }
+
+    #[test]
+    fn chain_resolves_when_root_arrives() {
+        // curl(c1) -> nginx server(c2) -> nginx client(c3) -> python server(c4); inner ones finish first.
+        let mut l = linker();
+        let mut out = vec![];
+        let mut py = span(4, 0, SpanKind::Server, 40, 50);
+        py.conn_parent = Some(key(3, 0));
+        let mut ngc = span(3, 0, SpanKind::Client, 30, 60);
+        ngc.thread_parent = Some(key(2, 0));
+        let mut ngs = span(2, 0, SpanKind::Server, 20, 70);
+        ngs.conn_parent = Some(key(1, 0));
+        let curl = span(1, 0, SpanKind::Client, 10, 80);
+        l.link(py, 0, &mut out);
+        l.link(ngc, 0, &mut out);
+        l.link(ngs, 0, &mut out);
+        assert!(out.is_empty(), "children wait for their parents");
+        l.link(curl, 0, &mut out);
+        assert_eq!(out.len(), 4);
+        let by = |c: u64| out.iter().find(|s| s.conn_id == c).unwrap();
+        let trace = by(1).trace_id;
+        assert!(out.iter().all(|s| s.trace_id == trace));
+        assert_eq!(by(1).link, LinkKind::Root);
+        assert_eq!(by(1).parent_span_id, None);
+        assert_eq!(by(2).parent_span_id, Some(by(1).span_id));
+        assert_eq!(by(2).link, LinkKind::Connection);
+        assert_eq!(by(3).parent_span_id, Some(by(2).span_id));
+        assert_eq!(by(3).link, LinkKind::Thread);
+        assert_eq!(by(4).parent_span_id, Some(by(3).span_id));
+        assert_eq!(by(4).link, LinkKind::Connection);
+    }
+
+    #[test]
+    fn child_outside_parent_window_is_not_linked() {
+        let mut l = linker();
+        let mut out = vec![];
+        let mut child = span(2, 0, SpanKind::Server, 100_000_000, 200_000_000);
+        child.conn_parent = Some(key(1, 0));
+        l.link(child, 0, &mut out);
+        l.link(span(1, 0, SpanKind::Client, 10, 20), 0, &mut out);
+        let c = out.iter().find(|s| s.conn_id == 2).unwrap();
+        assert_eq!(c.link, LinkKind::Root);
+        assert_eq!(c.parent_span_id, None);
+        assert_ne!(c.trace_id, out.iter().find(|s| s.conn_id == 1).unwrap().trace_id);
+    }
+
+    #[test]
+    fn missing_parent_times_out_as_root() {
+        let mut l = linker();
+        let mut out = vec![];
+        let mut child = span(2, 0, SpanKind::Server, 10, 20);
+        child.conn_parent = Some(key(1, 0));
+        l.link(child, 1_000, &mut out);
+        l.expire(1_000 + 4_000_000_000, &mut out);
+        assert!(out.is_empty());
+        l.expire(1_000 + 5_000_000_001, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].link, LinkKind::Root);
+        assert_eq!(out[0].parent_span_id, None);
+        assert_eq!(l.timed_out, 1);
+    }
+
+    #[test]
+    fn header_context_wins() {
+        let mut l = linker();
+        let mut out = vec![];
+        let mut s = span(1, 0, SpanKind::Server, 10, 20);
+        s.context_headers = vec![("traceparent".into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into())];
+        s.conn_parent = Some(key(9, 0));
+        l.link(s, 0, &mut out);
+        assert_eq!(out[0].link, LinkKind::Header);
+        assert_eq!(out[0].trace_id[0], 0x4b);
+        assert_eq!(out[0].parent_span_id, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+    }
+
+    #[test]
+    fn bounded_nodes_release_waiters() {
+        let mut l = Linker::new(rand::rngs::StdRng::seed_from_u64(1), 2, Duration::from_secs(5));
+        let mut out = vec![];
+        let mut child = span(2, 0, SpanKind::Server, 10, 20);
+        child.conn_parent = Some(key(1, 0));
+        l.link(child, 0, &mut out);
+        for c in 10..20 {
+            l.link(span(c, 0, SpanKind::Client, 1, 2), 0, &mut out);
+        }
+        assert!(out.iter().any(|s| s.conn_id == 2 && s.link == LinkKind::Root));
+        assert_eq!(out.len(), 11);
+    }
+}

@@ -1,0 +1,60 @@
+//! The agent's one-way pipeline. Each stage is a task (the export stage a thread) joined to the
+//! next by a bounded channel named after its two ends; every stage is built before any runs:
+//!
+//! ring buffer -> `ring_to_conns` -> conns (reassembly + protocol parse) -> `conns_to_spans`
+//! -> spans (span build) -> `spans_to_link` -> link (trace linking) -> `link_to_export` -> export
+//!
+//! Internal channels apply back-pressure (a full channel slows the reader and the kernel's ring
+//! buffer then counts its losses); the export fan-out drops and counts instead, so a slow
+//! exporter never stalls capture.
+
+pub mod conns;
+pub mod export;
+pub mod link;
+pub mod ringbuf;
+pub mod spans;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracer_common::{conn::ConnEvent, data::DataHeader};
+
+use crate::{
+    conn::ConnMeta,
+    protocol::Message,
+    span::{ExchangeKey, SpanRecord},
+};
+
+/// A decoded ring-buffer record.
+#[derive(Debug, Clone)]
+pub enum RawEvent {
+    Open(ConnEvent),
+    Close { conn_id: u64, ts_ns: u64 },
+    Data(DataEvent),
+}
+
+/// One data syscall's record: its header and the captured bytes.
+#[derive(Debug, Clone)]
+pub struct DataEvent {
+    pub header: DataHeader,
+    pub bytes: Bytes,
+}
+
+/// A parsed protocol message with its connection and what linking needs to know.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub meta: Arc<ConnMeta>,
+    pub message: Message,
+    pub exchange: ExchangeKey,
+    pub thread_parent: Option<ExchangeKey>,
+    pub conn_parent: Option<ExchangeKey>,
+}
+
+/// Capacities of the channels between stages.
+pub const RING_TO_CONNS: usize = 8192;
+pub const CONNS_TO_SPANS: usize = 4096;
+pub const SPANS_TO_LINK: usize = 4096;
+pub const LINK_TO_EXPORT: usize = 4096;
+
+/// A finished span on its way to the exporters.
+pub type SpanRef = Arc<SpanRecord>;

@@ -1,0 +1,169 @@
+//! Stage 1: read the kernel's ring buffer and decode records.
+
+use std::{mem::size_of, ptr};
+
+use aya::maps::{MapData, RingBuf};
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
+use tracer_common::{
+    conn::ConnEvent,
+    data::{DataHeader, MAX_CAPTURE},
+    event::{kind, EventHeader},
+};
+
+use super::{DataEvent, RawEvent};
+use crate::stats::Stats;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("data record claims {claimed} bytes but carries {carried}")]
+    BadLength { claimed: usize, carried: usize },
+}
+
+fn read<T: Copy>(b: &[u8]) -> Result<T, DecodeError> {
+    if b.len() < size_of::<T>() {
+        return Err(DecodeError::Short(b.len()));
+    }
+    // SAFETY: length checked; T is a plain repr(C) record valid for any bits; unaligned read.
+    Ok(unsafe { ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+/// Decode one record.
+pub fn decode(b: &[u8]) -> Result<RawEvent, DecodeError> {
+    let h: EventHeader = read(b)?;
+    match h.kind {
+        kind::CONN_OPEN => Ok(RawEvent::Open(read::<ConnEvent>(b)?)),
+        kind::CONN_CLOSE => {
+            let ev: ConnEvent = read(b)?;
+            Ok(RawEvent::Close { conn_id: ev.conn_id, ts_ns: ev.ts_ns })
+        }
+        kind::DATA => {
+            let header: DataHeader = read(b)?;
+            let claimed = header.cap_len as usize;
+            let body = &b[size_of::<DataHeader>()..];
+            if claimed > MAX_CAPTURE || claimed > body.len() {
+                return Err(DecodeError::BadLength { claimed, carried: body.len() });
+            }
+            Ok(RawEvent::Data(DataEvent { header, bytes: Bytes::copy_from_slice(&body[..claimed]) }))
+        }
+        k => Err(DecodeError::UnknownKind(k)),
+    }
+}
+
+/// Read records until `stop` turns true, then drain what is left and return.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    ring_to_conns: mpsc::Sender<RawEvent>,
+    mut stop: watch::Receiver<bool>,
+    stats: std::sync::Arc<Stats>,
+) {
+    // SAFETY: the ring buffer map owns its fd and lives as long as the AsyncFd that wraps it.
+    let mut fd = match unsafe { AsyncFd::register(ring) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("cannot poll the ring buffer: {e}");
+            return;
+        }
+    };
+    let mut batch = Vec::with_capacity(256);
+    let mut warned = false;
+    loop {
+        let stopping = tokio::select! {
+            r = fd.readable_mut() => match r {
+                Ok(mut guard) => {
+                    guard.clear_ready();
+                    false
+                }
+                Err(e) => {
+                    tracing::error!("ring buffer poll failed: {e}");
+                    true
+                }
+            },
+            _ = stop.changed() => true,
+        };
+        // Drain everything available (also on stop: what was captured is still reported).
+        loop {
+            batch.clear();
+            {
+                let ring = fd.get_mut();
+                while batch.len() < 256 {
+                    let Some(item) = ring.next() else { break };
+                    match decode(&item) {
+                        Ok(ev) => batch.push(ev),
+                        Err(e) => {
+                            stats.events_malformed.inc();
+                            if !warned {
+                                warned = true;
+                                tracing::warn!("malformed ring-buffer record ({e}); counted, further ones not logged");
+                            }
+                        }
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for ev in batch.drain(..) {
+                match &ev {
+                    RawEvent::Open(_) => stats.events_conn_open.inc(),
+                    RawEvent::Close { .. } => stats.events_conn_close.inc(),
+                    RawEvent::Data(d) => {
+                        stats.events_data.inc();
+                        stats.bytes_captured.add(d.bytes.len() as u64);
+                    }
+                }
+                if ring_to_conns.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if stopping || *stop.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain repr(C) value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()).to_vec() }
+    }
+
+    #[test]
+    fn decodes_data_and_rejects_bad_lengths() {
+        let mut h = DataHeader { header: EventHeader { kind: kind::DATA, _pad: 0 }, cap_len: 3, ..Default::default() };
+        let mut b = bytes_of(&h);
+        b.extend_from_slice(b"abc");
+        match decode(&b) {
+            Ok(RawEvent::Data(d)) => assert_eq!(&d.bytes[..], b"abc"),
+            other => panic!("{other:?}"),
+        }
+        h.cap_len = 10;
+        let mut b = bytes_of(&h);
+        b.extend_from_slice(b"abc");
+        assert_eq!(decode(&b).unwrap_err(), DecodeError::BadLength { claimed: 10, carried: 3 });
+        assert_eq!(decode(&[1, 2]).unwrap_err(), DecodeError::Short(2));
+        let mut b = bytes_of(&h);
+        b[0] = 99;
+        assert_eq!(decode(&b).unwrap_err(), DecodeError::UnknownKind(99));
+    }
+
+    #[test]
+    fn decodes_open_and_close() {
+        let ev = ConnEvent { header: EventHeader { kind: kind::CONN_OPEN, _pad: 0 }, conn_id: 7, ..Default::default() };
+        assert!(matches!(decode(&bytes_of(&ev)), Ok(RawEvent::Open(e)) if e.conn_id == 7));
+        let ev = ConnEvent { header: EventHeader { kind: kind::CONN_CLOSE, _pad: 0 }, conn_id: 8, ts_ns: 5, ..Default::default() };
+        assert!(matches!(decode(&bytes_of(&ev)), Ok(RawEvent::Close { conn_id: 8, ts_ns: 5 })));
+    }
+}

@@ -1,0 +1,223 @@
+//! `cargo xtask bench`: what tracing costs, measured side by side in one run (see BENCHMARKS.md).
+//!
+//! Every comparison is interleaved: each repetition runs every variant once, in a new random
+//! order, and the report gives medians and ranges over repetitions (ratios are taken per
+//! repetition, between runs minutes apart at most). Every peer (nginx, bpftrace, Flask, the OTLP
+//! sink, the agent builds) is started here on loopback ephemeral ports and stopped by its pid.
+
+mod load;
+mod peers;
+mod procs;
+mod report;
+mod scenarios;
+mod sink;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::{cargo, run, setup};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Short smoke run (~5 min): one repetition, short runs, fewer requests.
+    #[arg(long)]
+    pub quick: bool,
+    /// Repetitions of each interleaved comparison (default 5, quick 1).
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Seconds per load run (default 8, quick 3).
+    #[arg(long)]
+    pub secs: Option<u64>,
+    /// Run only these scenarios (1-5; repeatable). 2 needs 1's calibration and runs with it.
+    #[arg(long = "only", value_name = "N")]
+    pub only: Vec<u32>,
+    /// Where the JSON results go (a markdown table is written next to it).
+    #[arg(long, default_value = "target/bench/results.json")]
+    pub out: PathBuf,
+    /// Do not build (use the existing target/release and target/noop builds).
+    #[arg(long)]
+    pub no_build: bool,
+    /// Internal: run the OTLP/HTTP sink (used by the benchmark itself).
+    #[arg(long, hide = true)]
+    pub otlp_sink: bool,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub quick: bool,
+    pub reps: usize,
+    pub secs: u64,
+    /// wrk threads and connections for maximum throughput; fixed-rate generator connections.
+    pub wrk_threads: u32,
+    pub wrk_conns: u32,
+    pub lat_conns: usize,
+    pub idle_conns: usize,
+    pub mem_requests: [u64; 2],
+    pub span_rates: &'static [f64],
+    pub py_rate: f64,
+    pub py_conns: usize,
+}
+
+impl Plan {
+    fn new(a: &BenchArgs) -> Self {
+        let quick = a.quick;
+        Self {
+            quick,
+            reps: a.reps.unwrap_or(if quick { 1 } else { 5 }).max(1),
+            secs: a.secs.unwrap_or(if quick { 3 } else { 8 }).max(1),
+            wrk_threads: 1,
+            wrk_conns: 32,
+            lat_conns: 32,
+            idle_conns: 10_000,
+            mem_requests: if quick { [100_000, 200_000] } else { [100_000, 1_000_000] },
+            span_rates: if quick {
+                &[10_000.0, 25_000.0]
+            } else {
+                &[5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0]
+            },
+            py_rate: 200.0,
+            py_conns: 8,
+        }
+    }
+}
+
+/// Everything the scenarios share.
+pub struct Ctx {
+    pub plan: Plan,
+    pub root: PathBuf,
+    pub dir: PathBuf,
+    pub tracer: PathBuf,
+    pub noop: PathBuf,
+    /// Agent arguments for variant (b): capture everything, export to the sink (or --quiet).
+    pub agent_args: Vec<String>,
+    /// How (b) exports, for the report.
+    pub export_mode: String,
+    pub otlp_url: String,
+}
+
+pub fn main(args: BenchArgs) -> Result<()> {
+    if args.otlp_sink {
+        return sink::serve();
+    }
+    if cfg!(debug_assertions) {
+        // The load generator and the sink must not be an unoptimised build: re-run this
+        // command from a release build of xtask.
+        eprintln!("bench: building xtask with optimisations for the load generator");
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        return run(cargo().args(["run", "--quiet", "--release", "-p", "xtask", "--"]).args(argv));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cargo xtask bench loads eBPF programs and sets sysctls: run it as root");
+    }
+    let plan = Plan::new(&args);
+    let root = std::env::current_dir()?;
+    let t0 = std::time::Instant::now();
+    eprintln!("bench: load average {:.2} at start (2-core machine: compare the ratios, not the absolutes)", procs::loadavg());
+    setup::toolchain()?;
+    setup::peers()?;
+    if !args.no_build {
+        run(cargo().args(["build", "--release", "-p", "tracer"]))?;
+        run(cargo().args(["build", "--release", "-p", "tracer", "--features", "noop-probes", "--target-dir", "target/noop"]))?;
+        run(cargo().args(["bench", "--no-run", "-p", "tracer", "--bench", "pipeline"]))?;
+    }
+    let nofile = procs::raise_nofile(65_536)?;
+    if nofile < 12_000 {
+        bail!("the open-file limit is {nofile} and cannot be raised: scenario 4 needs 10,000 connections (+ margin)");
+    }
+    let dir = root.join("target/bench/run");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    let tracer = root.join("target/release/tracer");
+    let noop = root.join("target/noop/release/tracer");
+    let help = Command::new(&tracer).arg("--help").output().context("running tracer --help")?;
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let (sink_proc, sink_port) = peers::sink()?;
+    let otlp_url = format!("http://127.0.0.1:{sink_port}");
+    let mut agent_args = vec!["--quiet".to_string()];
+    let export_mode = if help.contains("--otlp-endpoint") {
+        agent_args.extend(["--otlp-endpoint".to_string(), otlp_url.clone()]);
+        if help.contains("--otlp-protocol") {
+            agent_args.extend(["--otlp-protocol".to_string(), "http/protobuf".to_string()]);
+        }
+        format!("OTLP/HTTP protobuf to a local sink ({})", agent_args.join(" "))
+    } else {
+        "none: this build has no --otlp-endpoint, spans are built and dropped (--quiet)".to_string()
+    };
+    eprintln!("bench: variant (b) exports {export_mode}");
+    let ctx = Ctx { plan, root: root.clone(), dir, tracer, noop, agent_args, export_mode, otlp_url };
+
+    let want = |n: u32| args.only.is_empty() || args.only.contains(&n);
+    let mut results = serde_json::Map::new();
+    let mut tables: Vec<report::Table> = Vec::new();
+    results.insert(
+        "run".into(),
+        json!({
+            "plan": format!("{:?}", ctx.plan),
+            "export": ctx.export_mode,
+            "load_average_start": procs::loadavg(),
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "git": Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default(),
+            "git_dirty": Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().map(|o| !o.stdout.is_empty()).unwrap_or(false),
+        }),
+    );
+    let mut record = |name: &str, r: Result<(Value, Vec<report::Table>)>| match r {
+        Ok((v, t)) => {
+            for t in &t {
+                println!("\n{}", t.markdown());
+            }
+            results.insert(name.into(), v);
+            tables.extend(t);
+        }
+        Err(e) => {
+            eprintln!("bench: scenario {name} failed: {e:#}");
+            results.insert(name.into(), json!({"error": format!("{e:#}")}));
+        }
+    };
+    if want(1) || want(2) {
+        record("1_nginx", scenarios::nginx(&ctx, want(2)));
+    }
+    if want(3) {
+        record("3_pipeline", scenarios::pipeline(&ctx));
+    }
+    if want(4) {
+        record("4_memory", scenarios::memory(&ctx));
+    }
+    if want(5) {
+        record("5_python", scenarios::python(&ctx));
+    }
+    drop(record);
+    let mut sink_proc = sink_proc;
+    let sink_lines = sink_proc.stop();
+    let elapsed = t0.elapsed().as_secs_f64();
+    if let Some(Value::Object(run)) = results.get_mut("run") {
+        run.insert("otlp_sink".into(), json!(sink_lines.iter().find(|l| l.contains("requests")).cloned().unwrap_or_default()));
+        run.insert("elapsed_secs".into(), json!(elapsed));
+        run.insert("load_average_end".into(), json!(procs::loadavg()));
+    }
+    let targets = scenarios::targets(&results);
+    println!("\n{}", targets.markdown());
+    tables.push(targets);
+    let out = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
+    procs::write(&out, &serde_json::to_string_pretty(&Value::Object(results))?)?;
+    let md: String = tables.iter().map(|t| t.markdown() + "\n").collect();
+    procs::write(&out.with_extension("md"), &md)?;
+    eprintln!("bench: done in {:.0} s; results in {} and {}", elapsed, out.display(), out.with_extension("md").display());
+    Ok(())
+}
+
+/// Temporary directory of one peer.
+pub fn subdir(ctx: &Ctx, name: &str) -> Result<PathBuf> {
+    let d = ctx.dir.join(name);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}

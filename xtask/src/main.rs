@@ -1,0 +1,88 @@
+//! Developer tasks: `cargo xtask setup | run | test | bench`. Each installs what it needs itself, so a
+//! fresh machine needs nothing but rustup and cargo.
+
+mod bench;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain (nightly rust-src, bpf-linker) and, with --peers, the
+    /// programs the tests talk to.
+    Setup {
+        #[arg(long)]
+        peers: bool,
+    },
+    /// Build the agent (release) and run it as `tracer ARGS...` (needs root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test: unit, parser, and the real-program integration tests.
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure what tracing costs (overhead and capacity, side by side); see BENCHMARKS.md.
+    /// Installs its peers, builds the agent variants, needs root.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::set_current_dir(&root).context("entering the workspace")?;
+    match args.cmd {
+        Cmd::Setup { peers } => {
+            setup::toolchain()?;
+            if peers {
+                setup::peers()?;
+            }
+        }
+        Cmd::Run { args } => {
+            setup::toolchain()?;
+            run(cargo().args(["build", "--release", "-p", "tracer"]))?;
+            let err = exec(Command::new(root.join("target/release/tracer")).args(args));
+            bail!("cannot start target/release/tracer: {err}");
+        }
+        Cmd::Test { args } => {
+            setup::toolchain()?;
+            setup::peers()?;
+            run(cargo().args(["build", "-p", "tracer"]))?;
+            // Bench and fuzz code is built (not run) so it cannot rot.
+            run(cargo().args(["build", "--benches", "-p", "tracer"]))?;
+            run(cargo().args(["test", "--workspace"]).args(args))?;
+        }
+        Cmd::Bench(args) => bench::main(args)?,
+    }
+    Ok(())
+}
+
+fn exec(cmd: &mut Command) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    cmd.exec()
+}
