@@ -5,6 +5,7 @@
 //! here so that neither side types them twice.
 #![no_std]
 
+pub mod args;
 pub mod config;
 pub mod conn;
 pub mod data;

@@ -5,7 +5,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    conn::{state, ConnKey, ConnState},
+    conn::{role, state, ConnKey, ConnState},
     data::{flags, DataHeader, DataRecord, MAX_CAPTURE, MAX_IOV},
     event::{kind, EventHeader},
     stats,
@@ -145,6 +145,12 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let key = ConnKey { tgid: (pid_tgid >> 32) as u32, fd: args.fd };
+    // Unknown here when the entry was seeded by the agent (a read in flight at attach time) or
+    // the connection aged out of the table since the entry.
+    // SAFETY: read-only lookup of a plain value.
+    if unsafe { CONNS.get(&key) }.is_none() && (!process_allowed(key.tgid) || track(&key, role::UNKNOWN)? == state::IGNORED) {
+        return Ok(());
+    }
     let Some(st) = CONNS.get_ptr_mut(&key) else {
         return Ok(());
     };

@@ -80,9 +80,12 @@ pub fn run(cli: Cli) -> Result<()> {
         let conns = tokio::spawn(conns::run(conns_stage, ring_to_conns_rx, conns_to_spans_tx));
         let spans = tokio::spawn(spans::run(conns_to_spans_rx, spans_to_link_tx, clock, span_opts));
         let link = tokio::spawn(pipeline::link::run(spans_to_link_rx, link_to_export_tx, cli.link_wait(), stats.clone()));
+        // Signal handlers exist before `ready` is announced, so a signal sent on seeing it is
+        // never the default (fatal) one.
+        let signals = Signals::new();
         eprintln!("tracer: ready");
 
-        wait_for_stop(&cli, stop_rx, &probes, &stats).await;
+        wait_for_stop(&cli, stop_rx, signals, &probes, &stats).await;
         let _ = stop_tx.send(true);
         // The reader drains what the kernel already wrote, then the stages finish in order.
         let _ = reader.await;
@@ -105,7 +108,29 @@ fn refresh_kernel_stats(probes: &Probes, stats: &Stats) {
     }
 }
 
-async fn wait_for_stop(cli: &Cli, mut stop: watch::Receiver<bool>, probes: &Probes, stats: &Stats) {
+/// SIGINT and SIGTERM streams; a stream that cannot be made leaves that signal's default.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
+    }
+}
+
+async fn recv_or_never(sig: &mut Option<tokio::signal::unix::Signal>) {
+    match sig.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_for_stop(cli: &Cli, mut stop: watch::Receiver<bool>, mut signals: Signals, probes: &Probes, stats: &Stats) {
     let deadline = async {
         match cli.duration {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -113,21 +138,11 @@ async fn wait_for_stop(cli: &Cli, mut stop: watch::Receiver<bool>, probes: &Prob
         }
     };
     tokio::pin!(deadline);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let sigterm = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(sigterm);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = &mut sigterm => return,
+            _ = recv_or_never(&mut signals.int) => return,
+            _ = recv_or_never(&mut signals.term) => return,
             _ = &mut deadline => return,
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
             _ = refresh.tick() => refresh_kernel_stats(probes, stats),

@@ -60,7 +60,7 @@ fn main() -> Result<()> {
         Cmd::Setup { peers } => {
             setup::toolchain()?;
             if peers {
-                setup::peers()?;
+                setup::peers(&setup::TEST_PEERS)?;
             }
         }
         Cmd::Run { args } => {
@@ -71,7 +71,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::toolchain()?;
-            setup::peers()?;
+            setup::peers(&setup::TEST_PEERS)?;
             run(cargo().args(["build", "-p", "tracer"]))?;
             // Bench and fuzz code is built (not run) so it cannot rot.
             run(cargo().args(["build", "--benches", "-p", "tracer"]))?;

@@ -6,17 +6,30 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::run;
 
-/// Debian packages the integration tests and benchmarks drive.
-const DEBIAN_PACKAGES: &[&str] = &["nginx", "curl", "iproute2", "util-linux", "wrk", "bpftrace", "bpftool", "linux-perf"];
+/// What a set of programs needs from Debian and from PyPI.
+pub struct Peers {
+    pub debian: &'static [&'static str],
+    pub pip: &'static [&'static str],
+}
 
-/// Python packages the tests use as peers (installed with pip).
-const PIP_PACKAGES: &[&str] = &[
-    // Benchmark (scenario 5): a Flask service, and the OpenTelemetry SDK alternative.
-    "flask",
-    "opentelemetry-sdk",
-    "opentelemetry-exporter-otlp-proto-http",
-    "opentelemetry-instrumentation-flask",
-];
+/// The programs the tests talk to: servers and clients, an OTLP collector (rotel), a Prometheus
+/// parser, and openssl for the TLS exporter test's certificates.
+pub const TEST_PEERS: Peers = Peers {
+    debian: &["nginx", "curl", "iproute2", "util-linux", "openssl", "python3"],
+    pip: &["rotel", "prometheus-client"],
+};
+
+/// The load generators and profilers of `cargo xtask bench`, and scenario 5's alternatives
+/// (a Flask service with the OpenTelemetry SDK).
+pub const BENCH_PEERS: Peers = Peers {
+    debian: &["nginx", "curl", "iproute2", "util-linux", "wrk", "bpftrace", "bpftool", "linux-perf"],
+    pip: &[
+        "flask",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+        "opentelemetry-instrumentation-flask",
+    ],
+};
 
 /// bpf-linker version known to work with the nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -81,8 +94,9 @@ pub fn toolchain() -> Result<()> {
 }
 
 /// Debian and Python packages for the programs the tests talk to.
-pub fn peers() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+pub fn peers(peers: &Peers) -> Result<()> {
+    let missing: Vec<&str> = peers
+        .debian
         .iter()
         .copied()
         .filter(|p| {
@@ -97,7 +111,8 @@ pub fn peers() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    let py_missing: Vec<&str> = PIP_PACKAGES
+    let py_missing: Vec<&str> = peers
+        .pip
         .iter()
         .copied()
         .filter(|p| !works(Command::new("python3").args(["-m", "pip", "show", "-q", p])))

@@ -1,6 +1,7 @@
 //! Loading and attaching the kernel programs, and reading their counters.
 
 pub mod btf;
+pub mod inflight;
 mod system;
 
 use std::os::fd::AsRawFd;
@@ -159,7 +160,27 @@ impl Probes {
                 .and_then(|()| prog.attach("syscalls", tracepoint).map(|_| ()))
                 .map_err(|source| LoadError::Attach { program: (*program).into(), tracepoint: (*tracepoint).into(), source })?;
         }
-        Ok(Self { ebpf })
+        let mut probes = Self { ebpf };
+        probes.seed_inflight_reads()?;
+        Ok(probes)
+    }
+
+    /// Save the arguments of reads that were already blocked when the programs attached (see
+    /// [`inflight`]); entries the probes wrote meanwhile are kept.
+    fn seed_inflight_reads(&mut self) -> Result<usize, LoadError> {
+        let name = names::MAP_ARGS;
+        let mut map: BpfHashMap<_, u64, tracer_common::args::Args> =
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
+        let now = crate::clock::Clock::mono_now();
+        let mut seeded = 0;
+        for b in inflight::scan(std::path::Path::new("/proc"), std::process::id()) {
+            // BPF_NOEXIST: the thread may have returned and entered a new read since the scan.
+            if map.insert(b.pid_tgid, b.args(now), 1).is_ok() {
+                seeded += 1;
+            }
+        }
+        tracing::debug!("{seeded} reads in flight at attach time");
+        Ok(seeded)
     }
 
     /// The ring buffer the programs write records to (can be taken once).

@@ -122,7 +122,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     eprintln!("bench: load average {:.2} at start (2-core machine: compare the ratios, not the absolutes)", procs::loadavg());
     setup::toolchain()?;
-    setup::peers()?;
+    setup::peers(&setup::BENCH_PEERS)?;
     if !args.no_build {
         run(cargo().args(["build", "--release", "-p", "tracer"]))?;
         run(cargo().args(["build", "--release", "-p", "tracer", "--features", "noop-probes", "--target-dir", "target/noop"]))?;

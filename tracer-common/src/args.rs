@@ -1,0 +1,40 @@
+//! Syscall arguments saved at entry for the matching exit (`ARGS`, keyed by pid_tgid).
+//!
+//! The agent also writes entries itself, for threads already blocked in a read when the programs
+//! were attached (their entry was never seen).
+
+/// Where the syscall's bytes are in user memory.
+pub mod src {
+    /// A plain buffer: `ptr`, `len`.
+    pub const BUF: u8 = 0;
+    /// An iovec array: `ptr`, `len` entries.
+    pub const IOV: u8 = 1;
+    /// A `struct user_msghdr` at `ptr`.
+    pub const MSG: u8 = 2;
+    /// No bytes visible (sendfile) or not a data syscall (connect).
+    pub const NONE: u8 = 3;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Args {
+    /// CLOCK_MONOTONIC at entry (`bpf_ktime_get_ns`).
+    pub ts_enter: u64,
+    pub ptr: u64,
+    pub len: u64,
+    pub fd: i32,
+    /// One of [`src`].
+    pub src: u8,
+    /// `crate::data::syscall`.
+    pub syscall: u8,
+    /// `crate::data::direction`.
+    pub direction: u8,
+    pub _pad: u8,
+}
+crate::assert_size!(Args, 32);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, repr(C), every bit pattern valid.
+    unsafe impl aya::Pod for super::Args {}
+}
