@@ -75,7 +75,8 @@ fn main() -> Result<()> {
             run(cargo().args(["build", "-p", "tracer"]))?;
             // Bench and fuzz code is built (not run) so it cannot rot.
             run(cargo().args(["build", "--benches", "-p", "tracer"]))?;
-            run(cargo().args(["test", "--workspace"]).args(args))?;
+            // Every test binary runs, so one failure does not hide the others.
+            run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(args))?;
         }
         Cmd::Bench(args) => bench::main(args)?,
     }
