@@ -125,13 +125,14 @@ unsafe fn copy_iov(base: *mut u8, iov: u64, iovcnt: u64, want: usize) -> usize {
     total
 }
 
-/// Whether `b` (the first bytes of a segment) starts an HTTP/1.x message.
+/// Whether `b`, the first four bytes of a connection's first message, start HTTP/1.x. Four
+/// bytes tell a method or a status line apart, so heads written in small pieces are recognised.
 #[inline(always)]
-fn looks_http1(b: &[u8; 8]) -> bool {
+fn looks_http1(b: &[u8; 4]) -> bool {
     matches!(
-        &b[..4],
-        b"GET " | b"PUT " | b"POST" | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC"
-    ) || &b[..5] == b"HTTP/"
+        b,
+        b"GET " | b"PUT " | b"POST" | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC" | b"HTTP"
+    )
 }
 
 /// Exit of a data syscall: capture its bytes into a ring-buffer record.
@@ -190,11 +191,11 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
 
     if st.state == state::SNIFFING {
-        let mut first = [0u8; 8];
-        if copied >= 8 {
-            first.copy_from_slice(&rec.data[..8]);
+        let mut first = [0u8; 4];
+        if copied >= 4 {
+            first.copy_from_slice(&rec.data[..4]);
         }
-        if copied >= 8 && looks_http1(&first) {
+        if copied >= 4 && looks_http1(&first) {
             st.state = state::HTTP1;
             emit_open(&key, st)?;
         } else {

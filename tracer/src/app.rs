@@ -177,6 +177,13 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         stats.conns_expired_idle.get(),
         stats.export_queue_drops.get(),
     );
+    eprintln!(
+        "tracer: connections: HTTP recognised={}, left untraced after their first bytes={}; iovec arrays cut at {} entries={}",
+        stats.kernel(k::CONNS_OPENED),
+        stats.kernel(k::SNIFF_REJECTED),
+        tracer_common::data::MAX_IOV,
+        stats.kernel(k::IOV_TRUNCATED),
+    );
     eprintln!("tracer: spans released without their expected parent (link wait exceeded): {}", stats.link_timeouts.get());
     eprintln!(
         "tracer: parse errors: {}; requests without response: {}; still waiting at exit: {}; kernel: table full conns={} args={}, read errors user={} kernel={}, batch syscalls seen (not parsed) sendmmsg={} recvmmsg={}",
