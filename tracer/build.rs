@@ -11,11 +11,16 @@ fn main() -> anyhow::Result<()> {
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         // Library-only builds (parser work, docs): the agent then refuses to start with a clear line.
-        fs::write(out_dir.join("tracer-probes"), b"").context("writing empty probes placeholder")?;
+        fs::write(out_dir.join("tracer-probes"), b"")
+            .context("writing empty probes placeholder")?;
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());
     }
-    let features: &[&str] = if env::var_os("CARGO_FEATURE_NOOP_PROBES").is_some() { &["noop"] } else { &[] };
+    let features: &[&str] = if env::var_os("CARGO_FEATURE_NOOP_PROBES").is_some() {
+        &["noop"]
+    } else {
+        &[]
+    };
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../tracer-ebpf");
     let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(

@@ -145,7 +145,7 @@ pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
     match s.status() {
         "unset" => {}
         "error" => {
-            if s.status_message().map_or(true, str::is_empty) {
+            if s.status_message().is_none_or(str::is_empty) {
                 e.push("error status without a message".into());
             }
         }
@@ -154,11 +154,10 @@ pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
     if s.tid().is_none() {
         e.push("no thread.id".into());
     }
-    if s.peer_address().is_none() || s.peer_port().map_or(true, |p| p == 0) {
+    if s.peer_address().is_none() || s.peer_port().is_none_or(|p| p == 0) {
         e.push("no network.peer.address / network.peer.port".into());
     }
-    if s.attr_u64("server.port").map_or(true, |p| p == 0) || s.attr_str("server.address").is_none()
-    {
+    if s.attr_u64("server.port").is_none_or(|p| p == 0) || s.attr_str("server.address").is_none() {
         e.push("no server.address / server.port".into());
     }
     match s.attr_str("network.protocol.version") {
@@ -175,7 +174,7 @@ pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
         e.push("no resource process.pid".into());
     }
     for k in ["service.name", "process.executable.name"] {
-        if s.resource_str(k).map_or(true, str::is_empty) {
+        if s.resource_str(k).is_none_or(str::is_empty) {
             e.push(format!("no resource {k}"));
         }
     }
@@ -408,7 +407,7 @@ pub fn match_exact(spans: &[Span], expected: &[Expect]) -> Result<Vec<Span>, Str
         for j in 0..owner.len() {
             if ok[i][j] && !seen[j] {
                 seen[j] = true;
-                if owner[j].map_or(true, |k| augment(k, ok, seen, owner)) {
+                if owner[j].is_none_or(|k| augment(k, ok, seen, owner)) {
                     owner[j] = Some(i);
                     return true;
                 }

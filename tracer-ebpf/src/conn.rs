@@ -2,11 +2,9 @@
 //! task -> files -> fdtable -> file -> socket -> sock with offsets read from the running kernel's
 //! BTF (no compile-time layouts).
 
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
 };
 use tracer_common::{
     config::filter,
@@ -152,7 +150,10 @@ fn port_allowed(info: &SockInfo) -> bool {
         return true;
     }
     // SAFETY: read-only lookups of plain values.
-    unsafe { FILTER_PORTS.get(&info.local_port).is_some() || FILTER_PORTS.get(&info.remote_port).is_some() }
+    unsafe {
+        FILTER_PORTS.get(&info.local_port).is_some()
+            || FILTER_PORTS.get(&info.remote_port).is_some()
+    }
 }
 
 #[inline(always)]
@@ -209,7 +210,10 @@ pub fn emit_open(key: &ConnKey, st: &ConnState) -> Result<(), i64> {
     let info = unsafe { sock_info(sk)? };
     let pid_tgid = bpf_get_current_pid_tgid();
     let ev = ConnEvent {
-        header: EventHeader { kind: kind::CONN_OPEN, _pad: 0 },
+        header: EventHeader {
+            kind: kind::CONN_OPEN,
+            _pad: 0,
+        },
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         conn_id: st.conn_id,
@@ -239,7 +243,10 @@ pub fn emit_open(key: &ConnKey, st: &ConnState) -> Result<(), i64> {
 pub fn emit_close(key: &ConnKey, st: &ConnState) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let ev = ConnEvent {
-        header: EventHeader { kind: kind::CONN_CLOSE, _pad: 0 },
+        header: EventHeader {
+            kind: kind::CONN_CLOSE,
+            _pad: 0,
+        },
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         conn_id: st.conn_id,

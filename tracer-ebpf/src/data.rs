@@ -50,13 +50,23 @@ pub fn conn_state(key: &ConnKey) -> Result<u8, i64> {
 
 /// Entry of a data syscall: remember where its bytes are if the fd is traced.
 #[inline(always)]
-pub fn enter(fd: u64, ptr: u64, len: u64, source: u8, syscall: u8, direction: u8) -> Result<(), i64> {
+pub fn enter(
+    fd: u64,
+    ptr: u64,
+    len: u64,
+    source: u8,
+    syscall: u8,
+    direction: u8,
+) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !process_allowed(tgid) {
         return Ok(());
     }
-    let key = ConnKey { tgid, fd: fd as i32 };
+    let key = ConnKey {
+        tgid,
+        fd: fd as i32,
+    };
     if conn_state(&key)? == state::IGNORED {
         return Ok(());
     }
@@ -113,7 +123,11 @@ unsafe fn copy_iov(base: *mut u8, iov: u64, iovcnt: u64, want: usize) -> usize {
             break;
         };
         let room = want - total;
-        let n = if (v.len as usize) < room { v.len as usize } else { room };
+        let n = if (v.len as usize) < room {
+            v.len as usize
+        } else {
+            room
+        };
         if !copy_user(base, total, v.base, n) {
             break;
         }
@@ -131,7 +145,16 @@ unsafe fn copy_iov(base: *mut u8, iov: u64, iovcnt: u64, want: usize) -> usize {
 fn looks_http1(b: &[u8; 4]) -> bool {
     matches!(
         b,
-        b"GET " | b"PUT " | b"POST" | b"HEAD" | b"DELE" | b"PATC" | b"OPTI" | b"CONN" | b"TRAC" | b"HTTP"
+        b"GET "
+            | b"PUT "
+            | b"POST"
+            | b"HEAD"
+            | b"DELE"
+            | b"PATC"
+            | b"OPTI"
+            | b"CONN"
+            | b"TRAC"
+            | b"HTTP"
     )
 }
 
@@ -145,11 +168,16 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
     if moved <= 0 {
         return Ok(());
     }
-    let key = ConnKey { tgid: (pid_tgid >> 32) as u32, fd: args.fd };
+    let key = ConnKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: args.fd,
+    };
     // Unknown here when the entry was seeded by the agent (a read in flight at attach time) or
     // the connection aged out of the table since the entry.
     // SAFETY: read-only lookup of a plain value.
-    if unsafe { CONNS.get(&key) }.is_none() && (!process_allowed(key.tgid) || track(&key, role::UNKNOWN)? == state::IGNORED) {
+    if unsafe { CONNS.get(&key) }.is_none()
+        && (!process_allowed(key.tgid) || track(&key, role::UNKNOWN)? == state::IGNORED)
+    {
         return Ok(());
     }
     let Some(st) = CONNS.get_ptr_mut(&key) else {
@@ -164,7 +192,11 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
     let rec: &mut DataRecord = unsafe { &mut *rec };
     let cap = CONFIG.load().capture_bytes as usize;
     let cap = if cap > MAX_CAPTURE { MAX_CAPTURE } else { cap };
-    let want = if (moved as u64) < cap as u64 { moved as usize } else { cap };
+    let want = if (moved as u64) < cap as u64 {
+        moved as usize
+    } else {
+        cap
+    };
     let base = rec.data.as_mut_ptr();
 
     let copied = match args.src {
@@ -219,7 +251,10 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         fl |= flags::LOST_BEFORE;
     }
     rec.header = DataHeader {
-        header: EventHeader { kind: kind::DATA, _pad: 0 },
+        header: EventHeader {
+            kind: kind::DATA,
+            _pad: 0,
+        },
         ts_enter_ns: args.ts_enter,
         // SAFETY: helper without arguments.
         ts_exit_ns: unsafe { bpf_ktime_get_ns() },

@@ -1,7 +1,9 @@
 //! The tracepoint programs. Each is a thin wrapper: it extracts the syscall's arguments and
 //! hands them to `data` or `conn`; failures are counted in `STATS`, never propagated.
 
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
 use tracer_common::{
     conn::{role, state, ConnKey},
     data::{direction, syscall},
@@ -38,7 +40,14 @@ macro_rules! data_probe {
     ($enter:ident, $exit:ident, $ptr_arg:expr, $len_arg:expr, $src:expr, $sys:expr, $dir:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            body!(enter(arg(&ctx, 0), arg(&ctx, $ptr_arg), arg(&ctx, $len_arg), $src, $sys, $dir))
+            body!(enter(
+                arg(&ctx, 0),
+                arg(&ctx, $ptr_arg),
+                arg(&ctx, $len_arg),
+                $src,
+                $sys,
+                $dir
+            ))
         }
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
@@ -48,28 +57,103 @@ macro_rules! data_probe {
 }
 
 // ssize_t read(int fd, void *buf, size_t count);
-data_probe!(enter_read, exit_read, 1, 2, src::BUF, syscall::READ, direction::INGRESS);
+data_probe!(
+    enter_read,
+    exit_read,
+    1,
+    2,
+    src::BUF,
+    syscall::READ,
+    direction::INGRESS
+);
 // ssize_t write(int fd, const void *buf, size_t count);
-data_probe!(enter_write, exit_write, 1, 2, src::BUF, syscall::WRITE, direction::EGRESS);
+data_probe!(
+    enter_write,
+    exit_write,
+    1,
+    2,
+    src::BUF,
+    syscall::WRITE,
+    direction::EGRESS
+);
 // ssize_t readv(int fd, const struct iovec *iov, int iovcnt);
-data_probe!(enter_readv, exit_readv, 1, 2, src::IOV, syscall::READV, direction::INGRESS);
+data_probe!(
+    enter_readv,
+    exit_readv,
+    1,
+    2,
+    src::IOV,
+    syscall::READV,
+    direction::INGRESS
+);
 // ssize_t writev(int fd, const struct iovec *iov, int iovcnt);
-data_probe!(enter_writev, exit_writev, 1, 2, src::IOV, syscall::WRITEV, direction::EGRESS);
+data_probe!(
+    enter_writev,
+    exit_writev,
+    1,
+    2,
+    src::IOV,
+    syscall::WRITEV,
+    direction::EGRESS
+);
 // ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *alen);
-data_probe!(enter_recvfrom, exit_recvfrom, 1, 2, src::BUF, syscall::RECVFROM, direction::INGRESS);
+data_probe!(
+    enter_recvfrom,
+    exit_recvfrom,
+    1,
+    2,
+    src::BUF,
+    syscall::RECVFROM,
+    direction::INGRESS
+);
 // ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst, socklen_t alen);
-data_probe!(enter_sendto, exit_sendto, 1, 2, src::BUF, syscall::SENDTO, direction::EGRESS);
+data_probe!(
+    enter_sendto,
+    exit_sendto,
+    1,
+    2,
+    src::BUF,
+    syscall::SENDTO,
+    direction::EGRESS
+);
 // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
-data_probe!(enter_recvmsg, exit_recvmsg, 1, 0, src::MSG, syscall::RECVMSG, direction::INGRESS);
+data_probe!(
+    enter_recvmsg,
+    exit_recvmsg,
+    1,
+    0,
+    src::MSG,
+    syscall::RECVMSG,
+    direction::INGRESS
+);
 // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
-data_probe!(enter_sendmsg, exit_sendmsg, 1, 0, src::MSG, syscall::SENDMSG, direction::EGRESS);
+data_probe!(
+    enter_sendmsg,
+    exit_sendmsg,
+    1,
+    0,
+    src::MSG,
+    syscall::SENDMSG,
+    direction::EGRESS
+);
 // ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count): bytes invisible, count kept.
-data_probe!(enter_sendfile, exit_sendfile, 2, 3, src::NONE, syscall::SENDFILE, direction::EGRESS);
+data_probe!(
+    enter_sendfile,
+    exit_sendfile,
+    2,
+    3,
+    src::NONE,
+    syscall::SENDFILE,
+    direction::EGRESS
+);
 
 /// Count a batch syscall on a traced connection (its messages are not captured).
 #[inline(always)]
 fn count_batch(fd: u64, id: u32) -> Result<(), i64> {
-    let key = ConnKey { tgid: (bpf_get_current_pid_tgid() >> 32) as u32, fd: fd as i32 };
+    let key = ConnKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        fd: fd as i32,
+    };
     // SAFETY: read-only lookup of a plain value.
     if let Some(st) = unsafe { CONNS.get(&key) } {
         if st.state != state::IGNORED {
@@ -133,7 +217,10 @@ fn exit_conn(ctx: &TracePointContext) -> Result<(), i64> {
     if r != 0 && r != -EINPROGRESS {
         return Ok(());
     }
-    let key = ConnKey { tgid: (pid_tgid >> 32) as u32, fd: args.fd };
+    let key = ConnKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: args.fd,
+    };
     track(&key, role::CLIENT).map(|_| ())
 }
 
@@ -159,7 +246,14 @@ fn exit_acc(ctx: &TracePointContext) -> Result<(), i64> {
     if !process_allowed(tgid) {
         return Ok(());
     }
-    track(&ConnKey { tgid, fd: fd as i32 }, role::SERVER).map(|_| ())
+    track(
+        &ConnKey {
+            tgid,
+            fd: fd as i32,
+        },
+        role::SERVER,
+    )
+    .map(|_| ())
 }
 
 // int close(int fd);
@@ -170,7 +264,10 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_close(fd: u64) -> Result<(), i64> {
-    let key = ConnKey { tgid: (bpf_get_current_pid_tgid() >> 32) as u32, fd: fd as i32 };
+    let key = ConnKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        fd: fd as i32,
+    };
     // SAFETY: read-only lookup; the value is copied before removal.
     let Some(st) = (unsafe { CONNS.get(&key) }).copied() else {
         return Ok(());

@@ -13,7 +13,10 @@ use std::{hint::black_box, mem::size_of, sync::Arc, time::Duration};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::{
     tonic::collector::trace::v1::ExportTraceServiceRequest,
-    transform::{common::tonic::ResourceAttributesWithSchema, trace::tonic::group_spans_by_resource_and_scope},
+    transform::{
+        common::tonic::ResourceAttributesWithSchema,
+        trace::tonic::group_spans_by_resource_and_scope,
+    },
 };
 use prost::Message as _;
 use rand::SeedableRng;
@@ -48,7 +51,10 @@ fn bytes_of<T>(v: &T) -> Vec<u8> {
 
 fn open_record() -> Vec<u8> {
     let mut ev = ConnEvent {
-        header: EventHeader { kind: kind::CONN_OPEN, _pad: 0 },
+        header: EventHeader {
+            kind: kind::CONN_OPEN,
+            _pad: 0,
+        },
         ts_ns: 1_000,
         conn_id: CONN_ID,
         tgid: std::process::id(),
@@ -68,7 +74,10 @@ fn open_record() -> Vec<u8> {
 
 fn data_record(dir: u8, sys: u8, payload: &[u8], ts: u64) -> Vec<u8> {
     let h = DataHeader {
-        header: EventHeader { kind: kind::DATA, _pad: 0 },
+        header: EventHeader {
+            kind: kind::DATA,
+            _pad: 0,
+        },
         ts_enter_ns: ts,
         ts_exit_ns: ts + 2_000,
         conn_id: CONN_ID,
@@ -88,7 +97,11 @@ fn data_record(dir: u8, sys: u8, payload: &[u8], ts: u64) -> Vec<u8> {
 
 fn stage() -> ConnsStage {
     let mut stage = ConnsStage::new(
-        ConnsConfig { max_connections: 65_536, request_timeout_ns: 30_000_000_000, idle_timeout_ns: 300_000_000_000 },
+        ConnsConfig {
+            max_connections: 65_536,
+            request_timeout_ns: 30_000_000_000,
+            idle_timeout_ns: 300_000_000_000,
+        },
         Arc::new(Stats::default()),
     );
     let mut out = Vec::new();
@@ -106,7 +119,12 @@ impl Records {
         self.ts += 100_000;
         (
             data_record(direction::INGRESS, syscall::RECVFROM, REQUEST, self.ts),
-            data_record(direction::EGRESS, syscall::WRITEV, RESPONSE, self.ts + 50_000),
+            data_record(
+                direction::EGRESS,
+                syscall::WRITEV,
+                RESPONSE,
+                self.ts + 50_000,
+            ),
         )
     }
 }
@@ -122,7 +140,11 @@ fn one_parsed() -> Parsed {
     let (req, resp) = Records { ts: 10_000 }.next();
     let mut out = Vec::new();
     parse(&mut st, &req, &resp, &mut out);
-    assert_eq!(out.len(), 1, "the synthetic exchange must yield one message");
+    assert_eq!(
+        out.len(),
+        1,
+        "the synthetic exchange must yield one message"
+    );
     out.pop().unwrap()
 }
 
@@ -141,19 +163,26 @@ struct Otlp {
 impl Otlp {
     fn new(span: &SpanRecord) -> Self {
         let res = resource(&span.process, &ResourceBase::new(Vec::new()));
-        Self { scope: scope(), resource: (&res).into() }
+        Self {
+            scope: scope(),
+            resource: (&res).into(),
+        }
     }
 
     fn encode(&self, spans: &[SpanRecord]) -> Vec<u8> {
         let data = spans.iter().map(|s| span_data(s, &self.scope)).collect();
-        let req = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(data, &self.resource) };
+        let req = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(data, &self.resource),
+        };
         req.encode_to_vec()
     }
 }
 
 fn bench(c: &mut Criterion) {
     let clock = Clock::with_offset(1_700_000_000_000_000_000);
-    let opts = SpanOptions { show_query_values: false };
+    let opts = SpanOptions {
+        show_query_values: false,
+    };
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
 
@@ -189,10 +218,16 @@ fn bench(c: &mut Criterion) {
     });
 
     let parsed = one_parsed();
-    g.bench_function("3_span_build", |b| b.iter(|| black_box(spans::build(black_box(&parsed), &clock, opts))));
+    g.bench_function("3_span_build", |b| {
+        b.iter(|| black_box(spans::build(black_box(&parsed), &clock, opts)))
+    });
 
     let span = spans::build(&parsed, &clock, opts);
-    let mut linker = Linker::new(rand::rngs::StdRng::seed_from_u64(1), 65_536, Duration::from_secs(5));
+    let mut linker = Linker::new(
+        rand::rngs::StdRng::seed_from_u64(1),
+        65_536,
+        Duration::from_secs(5),
+    );
     let mut linked = Vec::with_capacity(4);
     g.bench_function("4_link", |b| {
         b.iter_batched(
@@ -207,18 +242,26 @@ fn bench(c: &mut Criterion) {
 
     linker.link(span.clone(), 0, &mut linked);
     let done = linked.pop().expect("a root span is linked at once");
-    g.bench_function("5_encode_json", |b| b.iter(|| black_box(encode_json(black_box(&done)))));
+    g.bench_function("5_encode_json", |b| {
+        b.iter(|| black_box(encode_json(black_box(&done))))
+    });
 
     let otlp = Otlp::new(&done);
     let batch: Vec<SpanRecord> = (0..BATCH).map(|_| done.clone()).collect();
     g.throughput(Throughput::Elements(BATCH as u64));
-    g.bench_function("5_encode_otlp_batch512", |b| b.iter(|| black_box(otlp.encode(black_box(&batch)).len())));
+    g.bench_function("5_encode_otlp_batch512", |b| {
+        b.iter(|| black_box(otlp.encode(black_box(&batch)).len()))
+    });
 
     // Everything in sequence, from record bytes to OTLP request bytes, 512 exchanges per batch.
     let mut st = stage();
     let mut recs = Records { ts: 10_000 };
     let raw: Vec<(Vec<u8>, Vec<u8>)> = (0..BATCH).map(|_| recs.next()).collect();
-    let mut linker = Linker::new(rand::rngs::StdRng::seed_from_u64(2), 65_536, Duration::from_secs(5));
+    let mut linker = Linker::new(
+        rand::rngs::StdRng::seed_from_u64(2),
+        65_536,
+        Duration::from_secs(5),
+    );
     let mut parsed_out = Vec::with_capacity(4);
     let mut spans_out: Vec<SpanRecord> = Vec::with_capacity(BATCH);
     g.bench_function("0_end_to_end_batch512", |b| {

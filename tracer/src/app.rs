@@ -22,9 +22,12 @@ pub fn run(cli: Cli) -> Result<()> {
         .cgroups
         .iter()
         .map(|p| {
-            std::fs::metadata(p)
-                .map(|m| m.ino())
-                .with_context(|| format!("--cgroup {}: not a readable cgroup v2 directory", p.display()))
+            std::fs::metadata(p).map(|m| m.ino()).with_context(|| {
+                format!(
+                    "--cgroup {}: not a readable cgroup v2 directory",
+                    p.display()
+                )
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -39,7 +42,11 @@ pub fn run(cli: Cli) -> Result<()> {
     if !cli.quiet {
         exporters.push(Box::new(StdoutExporter::stdout(cli.output)));
     }
-    exporters.extend(export::config::build_exporters(&cli.export, &stats, rt.handle())?);
+    exporters.extend(export::config::build_exporters(
+        &cli.export,
+        &stats,
+        rt.handle(),
+    )?);
 
     let mut probes = Probes::load(&ProbeConfig {
         capture_bytes: cli.capture_bytes,
@@ -65,21 +72,46 @@ pub fn run(cli: Cli) -> Result<()> {
         stats.clone(),
     );
     let clock = Clock::new();
-    let span_opts = spans::SpanOptions { show_query_values: cli.show_query_values };
+    let span_opts = spans::SpanOptions {
+        show_query_values: cli.show_query_values,
+    };
 
     let export_stats = stats.clone();
     let export_stop = stop_tx.clone();
     let limit = cli.count;
     let export_thread = std::thread::Builder::new()
         .name("tracer-export".into())
-        .spawn(move || pipeline::export::run(link_to_export_rx, exporters, export_stats, limit, export_stop))
+        .spawn(move || {
+            pipeline::export::run(
+                link_to_export_rx,
+                exporters,
+                export_stats,
+                limit,
+                export_stop,
+            )
+        })
         .context("starting the export thread")?;
 
     let pending = rt.block_on(async {
-        let reader = tokio::spawn(pipeline::ringbuf::run(ring, ring_to_conns_tx, stop_rx.clone(), stats.clone()));
+        let reader = tokio::spawn(pipeline::ringbuf::run(
+            ring,
+            ring_to_conns_tx,
+            stop_rx.clone(),
+            stats.clone(),
+        ));
         let conns = tokio::spawn(conns::run(conns_stage, ring_to_conns_rx, conns_to_spans_tx));
-        let spans = tokio::spawn(spans::run(conns_to_spans_rx, spans_to_link_tx, clock, span_opts));
-        let link = tokio::spawn(pipeline::link::run(spans_to_link_rx, link_to_export_tx, cli.link_wait(), stats.clone()));
+        let spans = tokio::spawn(spans::run(
+            conns_to_spans_rx,
+            spans_to_link_tx,
+            clock,
+            span_opts,
+        ));
+        let link = tokio::spawn(pipeline::link::run(
+            spans_to_link_rx,
+            link_to_export_tx,
+            cli.link_wait(),
+            stats.clone(),
+        ));
         // Signal handlers exist before `ready` is announced, so a signal sent on seeing it is
         // never the default (fatal) one.
         let signals = Signals::new();
@@ -117,7 +149,10 @@ struct Signals {
 impl Signals {
     fn new() -> Self {
         use tokio::signal::unix::{signal, SignalKind};
-        Signals { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
     }
 }
 
@@ -130,7 +165,13 @@ async fn recv_or_never(sig: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-async fn wait_for_stop(cli: &Cli, mut stop: watch::Receiver<bool>, mut signals: Signals, probes: &Probes, stats: &Stats) {
+async fn wait_for_stop(
+    cli: &Cli,
+    mut stop: watch::Receiver<bool>,
+    mut signals: Signals,
+    probes: &Probes,
+    stats: &Stats,
+) {
     let deadline = async {
         match cli.duration {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
@@ -184,7 +225,10 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         tracer_common::data::MAX_IOV,
         stats.kernel(k::IOV_TRUNCATED),
     );
-    eprintln!("tracer: spans released without their expected parent (link wait exceeded): {}", stats.link_timeouts.get());
+    eprintln!(
+        "tracer: spans released without their expected parent (link wait exceeded): {}",
+        stats.link_timeouts.get()
+    );
     eprintln!(
         "tracer: parse errors: {}; requests without response: {}; still waiting at exit: {}; kernel: table full conns={} args={}, read errors user={} kernel={}, batch syscalls seen (not parsed) sendmmsg={} recvmmsg={}",
         if parse.is_empty() { "none".to_string() } else { parse.join(" ") },

@@ -109,7 +109,9 @@ pub struct ConnTable {
 
 impl ConnTable {
     pub fn new(max: usize) -> Self {
-        Self { conns: LruCache::new(NonZeroUsize::new(max.max(1)).unwrap_or(NonZeroUsize::MIN)) }
+        Self {
+            conns: LruCache::new(NonZeroUsize::new(max.max(1)).unwrap_or(NonZeroUsize::MIN)),
+        }
     }
 
     /// Insert; returns the connection pushed out if the table was full.
@@ -140,11 +142,19 @@ impl ConnTable {
     /// Ids of connections idle since before `cutoff` (monotonic ns), oldest first.
     pub fn idle_since(&self, cutoff: u64) -> Vec<u64> {
         // LRU order is access order, which is event order: stop at the first recent one.
-        self.conns.iter().rev().take_while(|(_, c)| c.last_seen < cutoff).map(|(id, _)| *id).collect()
+        self.conns
+            .iter()
+            .rev()
+            .take_while(|(_, c)| c.last_seen < cutoff)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Connections with requests waiting for responses.
     pub fn with_pending(&mut self) -> impl Iterator<Item = &mut Conn> {
-        self.conns.iter_mut().map(|(_, c)| c).filter(|c| c.parser.as_ref().is_some_and(|p| p.has_pending()))
+        self.conns
+            .iter_mut()
+            .map(|(_, c)| c)
+            .filter(|c| c.parser.as_ref().is_some_and(|p| p.has_pending()))
     }
 }

@@ -82,7 +82,12 @@ pub fn parse_traceparent(v: &str) -> Option<RemoteContext> {
     let trace_id = hex_exact::<16>(trace)?;
     let span_id = hex_exact::<8>(span)?;
     let flags = hex_exact::<1>(flags)?[0];
-    valid(trace_id, span_id).then_some(RemoteContext { trace_id, span_id, sampled: flags & 1 == 1, format: Format::W3c })
+    valid(trace_id, span_id).then_some(RemoteContext {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+        format: Format::W3c,
+    })
 }
 
 /// `b3: <trace>-<span>[-<sampled>[-<parent>]]`.
@@ -91,7 +96,12 @@ fn parse_b3_single(v: &str) -> Option<RemoteContext> {
     let trace_id = trace_id_hex(parts.next()?)?;
     let span_id = span_id_hex(parts.next()?)?;
     let sampled = !matches!(parts.next(), Some("0"));
-    valid(trace_id, span_id).then_some(RemoteContext { trace_id, span_id, sampled, format: Format::B3 })
+    valid(trace_id, span_id).then_some(RemoteContext {
+        trace_id,
+        span_id,
+        sampled,
+        format: Format::B3,
+    })
 }
 
 /// `uber-trace-id: <trace>:<span>:<parent>:<flags>` (the sender's span is the second field).
@@ -106,7 +116,12 @@ fn parse_jaeger(v: &str) -> Option<RemoteContext> {
     let trace_id = trace_id_hex(parts[0])?;
     let span_id = span_id_hex(parts[1])?;
     let flags = u8::from_str_radix(parts[3], 16).ok()?;
-    valid(trace_id, span_id).then_some(RemoteContext { trace_id, span_id, sampled: flags & 1 == 1, format: Format::Jaeger })
+    valid(trace_id, span_id).then_some(RemoteContext {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+        format: Format::Jaeger,
+    })
 }
 
 /// Datadog: decimal 64-bit ids.
@@ -116,13 +131,25 @@ fn parse_datadog(trace: &str, parent: &str, priority: Option<&str>) -> Option<Re
     let mut trace_id = [0u8; 16];
     trace_id[8..].copy_from_slice(&t.to_be_bytes());
     let span_id = s.to_be_bytes();
-    let sampled = priority.and_then(|p| p.trim().parse::<i32>().ok()).is_none_or(|p| p > 0);
-    valid(trace_id, span_id).then_some(RemoteContext { trace_id, span_id, sampled, format: Format::Datadog })
+    let sampled = priority
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .is_none_or(|p| p > 0);
+    valid(trace_id, span_id).then_some(RemoteContext {
+        trace_id,
+        span_id,
+        sampled,
+        format: Format::Datadog,
+    })
 }
 
 /// The context of a request from its headers (names lowercase), W3C first.
 pub fn extract(headers: &[(String, String)]) -> Option<RemoteContext> {
-    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(c) = get("traceparent").and_then(parse_traceparent) {
         return Some(c);
     }
@@ -133,7 +160,12 @@ pub fn extract(headers: &[(String, String)]) -> Option<RemoteContext> {
         if let (Some(trace_id), Some(span_id)) = (trace_id_hex(t.trim()), span_id_hex(s.trim())) {
             if valid(trace_id, span_id) {
                 let sampled = !matches!(get("x-b3-sampled").map(str::trim), Some("0" | "false"));
-                return Some(RemoteContext { trace_id, span_id, sampled, format: Format::B3 });
+                return Some(RemoteContext {
+                    trace_id,
+                    span_id,
+                    sampled,
+                    format: Format::B3,
+                });
             }
         }
     }
@@ -151,12 +183,19 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn w3c() {
-        let c = extract(&h(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])).unwrap();
+        let c = extract(&h(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]))
+        .unwrap();
         assert_eq!(c.trace_id[0], 0x4b);
         assert_eq!(c.span_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
         assert!(c.sampled);
@@ -172,15 +211,27 @@ mod tests {
             assert_eq!(parse_traceparent(bad), None, "{bad}");
         }
         // Future versions may append fields.
-        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x").is_some());
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x")
+                .is_some()
+        );
     }
 
     #[test]
     fn b3_forms() {
-        let c = extract(&h(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")])).unwrap();
+        let c = extract(&h(&[(
+            "b3",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+        )]))
+        .unwrap();
         assert_eq!(c.format, Format::B3);
         assert_eq!(c.span_id[0], 0xe4);
-        let c = extract(&h(&[("x-b3-traceid", "463ac35c9f6413ad"), ("x-b3-spanid", "a2fb4a1d1a96d312"), ("x-b3-sampled", "0")])).unwrap();
+        let c = extract(&h(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "0"),
+        ]))
+        .unwrap();
         assert_eq!(&c.trace_id[..8], &[0; 8]);
         assert_eq!(c.trace_id[8], 0x46);
         assert!(!c.sampled);
@@ -189,14 +240,35 @@ mod tests {
 
     #[test]
     fn jaeger_and_datadog() {
-        let c = extract(&h(&[("uber-trace-id", "463ac35c9f6413ad:a2fb4a1d1a96d312:0:1")])).unwrap();
+        let c = extract(&h(&[(
+            "uber-trace-id",
+            "463ac35c9f6413ad:a2fb4a1d1a96d312:0:1",
+        )]))
+        .unwrap();
         assert_eq!(c.format, Format::Jaeger);
         assert_eq!(c.span_id[0], 0xa2);
-        let c = extract(&h(&[("uber-trace-id", "463ac35c9f6413ad%3Aa2fb4a1d1a96d312%3A0%3A1")])).unwrap();
+        let c = extract(&h(&[(
+            "uber-trace-id",
+            "463ac35c9f6413ad%3Aa2fb4a1d1a96d312%3A0%3A1",
+        )]))
+        .unwrap();
         assert_eq!(c.span_id[0], 0xa2);
-        let c = extract(&h(&[("x-datadog-trace-id", "1234"), ("x-datadog-parent-id", "5678")])).unwrap();
-        assert_eq!(u64::from_be_bytes(c.trace_id[8..].try_into().unwrap()), 1234);
+        let c = extract(&h(&[
+            ("x-datadog-trace-id", "1234"),
+            ("x-datadog-parent-id", "5678"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            u64::from_be_bytes(c.trace_id[8..].try_into().unwrap()),
+            1234
+        );
         assert_eq!(u64::from_be_bytes(c.span_id), 5678);
-        assert_eq!(extract(&h(&[("x-datadog-trace-id", "x"), ("x-datadog-parent-id", "1")])), None);
+        assert_eq!(
+            extract(&h(&[
+                ("x-datadog-trace-id", "x"),
+                ("x-datadog-parent-id", "1")
+            ])),
+            None
+        );
     }
 }

@@ -76,7 +76,11 @@ impl ProcessInfo {
     pub fn read(pid: u32, comm: &str) -> Self {
         let dir = format!("/proc/{pid}");
         let exe_path = std::fs::read_link(format!("{dir}/exe"))
-            .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .map(|p| {
+                p.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
             .unwrap_or_default();
         let exe_name = Path::new(&exe_path)
             .file_name()
@@ -107,7 +111,12 @@ impl ProcessInfo {
             }
         }
         let service_name = service_name
-            .or_else(|| resource_attributes.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
+            .or_else(|| {
+                resource_attributes
+                    .iter()
+                    .find(|(k, _)| k == "service.name")
+                    .map(|(_, v)| v.clone())
+            })
             .unwrap_or_else(|| exe_name.clone());
         Self {
             pid,
@@ -128,7 +137,9 @@ pub struct ProcessCache {
 
 impl ProcessCache {
     pub fn new(capacity: usize) -> Self {
-        Self { cache: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)) }
+        Self {
+            cache: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
+        }
     }
 
     /// The process with `pid`, re-read if the pid now belongs to another process.
@@ -166,7 +177,8 @@ mod tests {
 
     #[test]
     fn resource_attributes() {
-        let a = parse_resource_attributes("service.name=shop, deployment.environment=prod%20eu,bad,=x");
+        let a =
+            parse_resource_attributes("service.name=shop, deployment.environment=prod%20eu,bad,=x");
         assert_eq!(
             a,
             vec![

@@ -73,7 +73,10 @@ pub struct KeyValue {
 
 impl KeyValue {
     pub fn new(key: &'static str, value: impl Into<Value>) -> Self {
-        Self { key, value: value.into() }
+        Self {
+            key,
+            value: value.into(),
+        }
     }
 }
 
@@ -157,7 +160,10 @@ pub struct SpanRecord {
 
 impl SpanRecord {
     pub fn attr(&self, key: &str) -> Option<&Value> {
-        self.attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+        self.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| &kv.value)
     }
 }
 

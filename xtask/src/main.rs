@@ -76,7 +76,9 @@ fn main() -> Result<()> {
             // Bench and fuzz code is built (not run) so it cannot rot.
             run(cargo().args(["build", "--benches", "-p", "tracer"]))?;
             // Every test binary runs, so one failure does not hide the others.
-            run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(args))?;
+            run(cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(args))?;
         }
         Cmd::Bench(args) => bench::main(args)?,
     }

@@ -15,14 +15,30 @@ pub struct Peers {
 /// The programs the tests talk to: servers and clients, an OTLP collector (rotel), a Prometheus
 /// parser, and openssl for the TLS exporter test's certificates.
 pub const TEST_PEERS: Peers = Peers {
-    debian: &["nginx", "curl", "iproute2", "util-linux", "openssl", "python3"],
+    debian: &[
+        "nginx",
+        "curl",
+        "iproute2",
+        "util-linux",
+        "openssl",
+        "python3",
+    ],
     pip: &["rotel", "prometheus-client"],
 };
 
 /// The load generators and profilers of `cargo xtask bench`, and scenario 5's alternatives
 /// (a Flask service with the OpenTelemetry SDK).
 pub const BENCH_PEERS: Peers = Peers {
-    debian: &["nginx", "curl", "iproute2", "util-linux", "wrk", "bpftrace", "bpftool", "linux-perf"],
+    debian: &[
+        "nginx",
+        "curl",
+        "iproute2",
+        "util-linux",
+        "wrk",
+        "bpftrace",
+        "bpftool",
+        "linux-perf",
+    ],
     pip: &[
         "flask",
         "opentelemetry-sdk",
@@ -37,7 +53,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -56,11 +75,25 @@ fn cargo_home() -> PathBuf {
 /// Nightly with rust-src, and bpf-linker built against the nightly's own LLVM.
 pub fn toolchain() -> Result<()> {
     if !works(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?);
+    let sysroot = PathBuf::from(output(
+        Command::new("rustc").args(["+nightly", "--print", "sysroot"]),
+    )?);
     if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     if works(Command::new("bpf-linker").arg("--version")) {
         return Ok(());
@@ -75,8 +108,17 @@ pub fn toolchain() -> Result<()> {
                 .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("rust"))
         })
         .context("the nightly toolchain has no libLLVM.so.*: reinstall it with `rustup toolchain install nightly`")?;
-    let name = lib.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-    let major = name.trim_start_matches("libLLVM.so.").split('.').next().unwrap_or_default().to_string();
+    let name = lib
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let major = name
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let prefix = cargo_home().join("tracer-llvm-prefix");
     std::fs::create_dir_all(prefix.join("lib"))?;
     let dst = prefix.join("lib").join(&name);
@@ -88,7 +130,14 @@ pub fn toolchain() -> Result<()> {
     std::os::unix::fs::symlink(&name, &link)?;
     eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (a few minutes, once)");
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix))
 }
@@ -100,7 +149,8 @@ pub fn peers(peers: &Peers) -> Result<()> {
         .iter()
         .copied()
         .filter(|p| {
-            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).is_ok_and(|s| s.contains("install ok installed"))
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_ok_and(|s| s.contains("install ok installed"))
         })
         .collect();
     if !missing.is_empty() {
@@ -118,8 +168,13 @@ pub fn peers(peers: &Peers) -> Result<()> {
         .filter(|p| !works(Command::new("python3").args(["-m", "pip", "show", "-q", p])))
         .collect();
     if !py_missing.is_empty() {
-        eprintln!("xtask: installing Python packages: {}", py_missing.join(" "));
-        run(Command::new("python3").args(["-m", "pip", "install", "-q"]).args(&py_missing))?;
+        eprintln!(
+            "xtask: installing Python packages: {}",
+            py_missing.join(" ")
+        );
+        run(Command::new("python3")
+            .args(["-m", "pip", "install", "-q"])
+            .args(&py_missing))?;
     }
     Ok(())
 }

@@ -9,7 +9,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum BtfError {
     #[error("cannot read kernel BTF at {path}: {source} (a kernel built with CONFIG_DEBUG_INFO_BTF=y is required)")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("kernel BTF is malformed: {0}")]
     Malformed(&'static str),
     #[error("kernel BTF has no struct `{0}`")]
@@ -80,8 +83,10 @@ impl Btf {
     pub const VMLINUX: &'static str = "/sys/kernel/btf/vmlinux";
 
     pub fn from_sys() -> Result<Self, BtfError> {
-        let data = std::fs::read(Self::VMLINUX)
-            .map_err(|source| BtfError::Read { path: Self::VMLINUX.into(), source })?;
+        let data = std::fs::read(Self::VMLINUX).map_err(|source| BtfError::Read {
+            path: Self::VMLINUX.into(),
+            source,
+        })?;
         Self::parse(&data)
     }
 
@@ -95,12 +100,23 @@ impl Btf {
         let str_off = u32_at(b, 16)? as usize;
         let str_len = u32_at(b, 20)? as usize;
         let tstart = hdr_len + type_off;
-        let ts = b.get(tstart..tstart + type_len).ok_or(BtfError::Malformed("type section"))?;
+        let ts = b
+            .get(tstart..tstart + type_len)
+            .ok_or(BtfError::Malformed("type section"))?;
         let sstart = hdr_len + str_off;
-        let strings = b.get(sstart..sstart + str_len).ok_or(BtfError::Malformed("string section"))?.to_vec();
+        let strings = b
+            .get(sstart..sstart + str_len)
+            .ok_or(BtfError::Malformed("string section"))?
+            .to_vec();
 
         // Type id 0 is void.
-        let mut types = vec![Type { name_off: 0, kind: 0, kind_flag: false, size_or_type: 0, members: vec![] }];
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            kind_flag: false,
+            size_or_type: 0,
+            members: vec![],
+        }];
         let mut p = 0usize;
         while p < ts.len() {
             let name_off = u32_at(ts, p)?;
@@ -127,14 +143,24 @@ impl Btf {
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | 16
-                | KIND_TYPE_TAG => 0,
+                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
+                | 16 | KIND_TYPE_TAG => 0,
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             p += extra;
-            types.push(Type { name_off, kind, kind_flag, size_or_type, members });
+            types.push(Type {
+                name_off,
+                kind,
+                kind_flag,
+                size_or_type,
+                members,
+            });
         }
-        let mut btf = Btf { types, strings, structs: HashMap::new() };
+        let mut btf = Btf {
+            types,
+            strings,
+            structs: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name_off != 0 {
                 let name = btf.name(t.name_off).to_string();
@@ -156,7 +182,9 @@ impl Btf {
         for _ in 0..32 {
             let t = self.types.get(id as usize)?;
             match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type
+                }
                 _ => return Some(t),
             }
         }
@@ -175,7 +203,11 @@ impl Btf {
     /// Find `member` in `t`, looking into anonymous struct/union members; bit offset and member.
     fn find(&self, t: &Type, member: &str, base_bits: u32) -> Option<(u32, Member, bool)> {
         for m in &t.members {
-            let bits = if t.kind_flag { m.offset & 0x00ff_ffff } else { m.offset };
+            let bits = if t.kind_flag {
+                m.offset & 0x00ff_ffff
+            } else {
+                m.offset
+            };
             let bitfield = t.kind_flag && (m.offset >> 24) != 0;
             if m.name_off != 0 && self.name(m.name_off) == member {
                 return Some((base_bits + bits, m.clone(), bitfield));
@@ -195,15 +227,25 @@ impl Btf {
 
     /// Byte offset and size of `strukt.member` (anonymous nesting resolved).
     pub fn member(&self, strukt: &str, member: &str) -> Result<MemberInfo, BtfError> {
-        let id = *self.structs.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+        let id = *self
+            .structs
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
         let t = &self.types[id as usize];
-        let (bits, m, bitfield) = self
-            .find(t, member, 0)
-            .ok_or_else(|| BtfError::NoMember { strukt: strukt.into(), member: member.into() })?;
+        let (bits, m, bitfield) = self.find(t, member, 0).ok_or_else(|| BtfError::NoMember {
+            strukt: strukt.into(),
+            member: member.into(),
+        })?;
         if bitfield || bits % 8 != 0 {
-            return Err(BtfError::Bitfield { strukt: strukt.into(), member: member.into() });
+            return Err(BtfError::Bitfield {
+                strukt: strukt.into(),
+                member: member.into(),
+            });
         }
-        Ok(MemberInfo { offset: bits / 8, size: self.size_of(m.type_id) })
+        Ok(MemberInfo {
+            offset: bits / 8,
+            size: self.size_of(m.type_id),
+        })
     }
 }
 
@@ -228,7 +270,13 @@ mod tests {
         // skc_daddr sits at the very start of sock_common (in an anonymous union).
         assert_eq!(btf.member("sock_common", "skc_daddr").unwrap().offset, 0);
         assert_eq!(btf.member("file", "private_data").unwrap().size, 8);
-        assert!(matches!(btf.member("sock_common", "nope"), Err(BtfError::NoMember { .. })));
-        assert!(matches!(btf.member("no_such_struct", "x"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.member("sock_common", "nope"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member("no_such_struct", "x"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 }

@@ -64,7 +64,14 @@ pub fn parse_syscall_line(line: &str) -> Option<(i64, [u64; 3])> {
 pub fn blocked_read(tgid: u32, tid: u32, line: &str) -> Option<Blocked> {
     let (nr, [fd, ptr, len]) = parse_syscall_line(line)?;
     let &(_, src, sys) = READS.iter().find(|(n, _, _)| *n == nr)?;
-    Some(Blocked { pid_tgid: (u64::from(tgid) << 32) | u64::from(tid), fd: i32::try_from(fd).ok()?, ptr, len, src, syscall: sys })
+    Some(Blocked {
+        pid_tgid: (u64::from(tgid) << 32) | u64::from(tid),
+        fd: i32::try_from(fd).ok()?,
+        ptr,
+        len,
+        src,
+        syscall: sys,
+    })
 }
 
 fn numeric_dirs(dir: &Path) -> impl Iterator<Item = u32> {
@@ -81,11 +88,17 @@ pub fn scan(proc_root: &Path, self_tgid: u32) -> Vec<Blocked> {
     for tgid in numeric_dirs(proc_root).filter(|&p| p != self_tgid) {
         let tasks = proc_root.join(tgid.to_string()).join("task");
         for tid in numeric_dirs(&tasks) {
-            let Ok(line) = std::fs::read_to_string(tasks.join(tid.to_string()).join("syscall")) else {
+            let Ok(line) = std::fs::read_to_string(tasks.join(tid.to_string()).join("syscall"))
+            else {
                 continue;
             };
-            let Some(b) = blocked_read(tgid, tid, &line) else { continue };
-            let link = proc_root.join(tgid.to_string()).join("fd").join(b.fd.to_string());
+            let Some(b) = blocked_read(tgid, tid, &line) else {
+                continue;
+            };
+            let link = proc_root
+                .join(tgid.to_string())
+                .join("fd")
+                .join(b.fd.to_string());
             if std::fs::read_link(link).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")) {
                 out.push(b);
             }
@@ -100,9 +113,22 @@ mod tests {
 
     #[test]
     fn a_blocked_recvfrom_is_recognised() {
-        let line = format!("{} 0x5 0x7ffd1000 0x2000 0x0 0x0 0x0 0x7ffd0f00 0x7f0012345678\n", libc::SYS_recvfrom);
+        let line = format!(
+            "{} 0x5 0x7ffd1000 0x2000 0x0 0x0 0x0 0x7ffd0f00 0x7f0012345678\n",
+            libc::SYS_recvfrom
+        );
         let b = blocked_read(10, 11, &line).unwrap();
-        assert_eq!(b, Blocked { pid_tgid: (10 << 32) | 11, fd: 5, ptr: 0x7ffd1000, len: 0x2000, src: src::BUF, syscall: syscall::RECVFROM });
+        assert_eq!(
+            b,
+            Blocked {
+                pid_tgid: (10 << 32) | 11,
+                fd: 5,
+                ptr: 0x7ffd1000,
+                len: 0x2000,
+                src: src::BUF,
+                syscall: syscall::RECVFROM
+            }
+        );
     }
 
     #[test]
@@ -133,7 +159,9 @@ mod tests {
         let me = std::process::id();
         let mut found = None;
         for _ in 0..200 {
-            found = scan(Path::new("/proc"), 0).into_iter().find(|b| b.pid_tgid == (u64::from(me) << 32) | u64::from(tid));
+            found = scan(Path::new("/proc"), 0)
+                .into_iter()
+                .find(|b| b.pid_tgid == (u64::from(me) << 32) | u64::from(tid));
             if found.is_some() {
                 break;
             }

@@ -34,13 +34,20 @@ pub enum LoadError {
     #[error("{0}")]
     System(String),
     #[error("loading the eBPF programs failed: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("the eBPF object lacks `{0}`")]
     Missing(String),
     #[error("attaching {program} to syscalls:{tracepoint} failed: {source} (the kernel needs syscall tracepoints: CONFIG_FTRACE_SYSCALLS)")]
-    Attach { program: String, tracepoint: String, source: aya::programs::ProgramError },
+    Attach {
+        program: String,
+        tracepoint: String,
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("eBPF map `{name}`: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: Box<aya::maps::MapError>,
+    },
     #[error("--capture-bytes must be between 64 and {MAX_CAPTURE}, got {0}")]
     CaptureBytes(u32),
     #[error("--exe `{0}` is longer than the kernel's 15-character process name; give its first 15 characters")]
@@ -105,8 +112,12 @@ fn comm_key(name: &str) -> Result<[u8; 16], LoadError> {
     Ok(k)
 }
 
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, LoadError> {
-    ebpf.map_mut(name).ok_or_else(|| LoadError::Missing(name.into()))
+fn map_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map, LoadError> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| LoadError::Missing(name.into()))
 }
 
 impl Probes {
@@ -118,7 +129,11 @@ impl Probes {
         if !(64..=MAX_CAPTURE as u32).contains(&cfg.capture_bytes) {
             return Err(LoadError::CaptureBytes(cfg.capture_bytes));
         }
-        let comms = cfg.comms.iter().map(|c| comm_key(c)).collect::<Result<Vec<_>, _>>()?;
+        let comms = cfg
+            .comms
+            .iter()
+            .map(|c| comm_key(c))
+            .collect::<Result<Vec<_>, _>>()?;
         let offsets = kernel_offsets(&btf::Btf::from_sys()?)?;
         ensure_tracefs().map_err(LoadError::System)?;
 
@@ -143,11 +158,19 @@ impl Probes {
             .override_global(names::GLOBAL_CONFIG, &config, true)
             .override_global(names::GLOBAL_OFFSETS, &offsets, true)
             .load(PROBES)
-            .map_err(LoadError::Load)?;
+            .map_err(|e| LoadError::Load(Box::new(e)))?;
 
         fill(&mut ebpf, names::MAP_FILTER_PIDS, cfg.pids.iter().copied())?;
-        fill(&mut ebpf, names::MAP_FILTER_PORTS, cfg.ports.iter().copied())?;
-        fill(&mut ebpf, names::MAP_FILTER_CGROUPS, cfg.cgroup_ids.iter().copied())?;
+        fill(
+            &mut ebpf,
+            names::MAP_FILTER_PORTS,
+            cfg.ports.iter().copied(),
+        )?;
+        fill(
+            &mut ebpf,
+            names::MAP_FILTER_CGROUPS,
+            cfg.cgroup_ids.iter().copied(),
+        )?;
         fill(&mut ebpf, names::MAP_FILTER_COMMS, comms.into_iter())?;
 
         for (program, tracepoint) in names::TRACEPOINTS {
@@ -155,10 +178,18 @@ impl Probes {
                 .program_mut(program)
                 .ok_or_else(|| LoadError::Missing((*program).into()))?
                 .try_into()
-                .map_err(|source| LoadError::Attach { program: (*program).into(), tracepoint: (*tracepoint).into(), source })?;
+                .map_err(|source| LoadError::Attach {
+                    program: (*program).into(),
+                    tracepoint: (*tracepoint).into(),
+                    source: Box::new(source),
+                })?;
             prog.load()
                 .and_then(|()| prog.attach("syscalls", tracepoint).map(|_| ()))
-                .map_err(|source| LoadError::Attach { program: (*program).into(), tracepoint: (*tracepoint).into(), source })?;
+                .map_err(|source| LoadError::Attach {
+                    program: (*program).into(),
+                    tracepoint: (*tracepoint).into(),
+                    source: Box::new(source),
+                })?;
         }
         let mut probes = Self { ebpf };
         probes.seed_inflight_reads()?;
@@ -170,7 +201,12 @@ impl Probes {
     fn seed_inflight_reads(&mut self) -> Result<usize, LoadError> {
         let name = names::MAP_ARGS;
         let mut map: BpfHashMap<_, u64, tracer_common::args::Args> =
-            BpfHashMap::try_from(map_mut(&mut self.ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
+            BpfHashMap::try_from(map_mut(&mut self.ebpf, name)?).map_err(|source| {
+                LoadError::Map {
+                    name,
+                    source: Box::new(source),
+                }
+            })?;
         let now = crate::clock::Clock::mono_now();
         let mut seeded = 0;
         for b in inflight::scan(std::path::Path::new("/proc"), std::process::id()) {
@@ -185,15 +221,25 @@ impl Probes {
 
     /// The ring buffer the programs write records to (can be taken once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self.ebpf.take_map(names::MAP_EVENTS).ok_or_else(|| LoadError::Missing(names::MAP_EVENTS.into()))?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: names::MAP_EVENTS, source })
+        let map = self
+            .ebpf
+            .take_map(names::MAP_EVENTS)
+            .ok_or_else(|| LoadError::Missing(names::MAP_EVENTS.into()))?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map {
+            name: names::MAP_EVENTS,
+            source: Box::new(source),
+        })
     }
 
     /// Kernel counters summed over CPUs, indexed by `tracer_common::stats` ids.
     pub fn kernel_stats(&self) -> [u64; stats::COUNT as usize] {
         let mut out = [0u64; stats::COUNT as usize];
-        let Some(map) = self.ebpf.map(names::MAP_STATS) else { return out };
-        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
+        let Some(map) = self.ebpf.map(names::MAP_STATS) else {
+            return out;
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return out;
+        };
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(v) = arr.get(&(i as u32), 0) {
                 *slot = v.iter().sum();
@@ -208,11 +254,21 @@ impl Probes {
     }
 }
 
-fn fill<K: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, keys: impl Iterator<Item = K>) -> Result<(), LoadError> {
+fn fill<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: impl Iterator<Item = K>,
+) -> Result<(), LoadError> {
     let mut map: BpfHashMap<_, K, u8> =
-        BpfHashMap::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map { name, source })?;
+        BpfHashMap::try_from(map_mut(ebpf, name)?).map_err(|source| LoadError::Map {
+            name,
+            source: Box::new(source),
+        })?;
     for k in keys {
-        map.insert(k, 1, 0).map_err(|source| LoadError::Map { name, source })?;
+        map.insert(k, 1, 0).map_err(|source| LoadError::Map {
+            name,
+            source: Box::new(source),
+        })?;
     }
     Ok(())
 }

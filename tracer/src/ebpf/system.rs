@@ -37,14 +37,24 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Mount tracefs at /sys/kernel/tracing when it is missing (syscall tracepoints need it).
 pub fn ensure_tracefs() -> Result<(), String> {
-    if Path::new(TRACEFS).join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if Path::new(TRACEFS).join("events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
         return Ok(());
     }
     let src = c"nodev";
     let target = c"/sys/kernel/tracing";
     let fstype = c"tracefs";
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(format!(
             "tracefs is not mounted and mounting it at {TRACEFS} failed ({}): run `mount -t tracefs nodev {TRACEFS}` as root",

@@ -85,7 +85,10 @@ pub enum ExportConfigError {
     #[error("{0}")]
     Invalid(String),
     #[error("cannot serve metrics on {addr}: {source} (pick a free HOST:PORT for --metrics-addr)")]
-    MetricsBind { addr: SocketAddr, source: std::io::Error },
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 fn invalid(msg: impl Into<String>) -> ExportConfigError {
@@ -104,12 +107,20 @@ pub struct ExportConfig {
 }
 
 /// A value from a flag, else from the first set variable; with where it came from (for errors).
-fn pick(flag: Option<&String>, flag_name: &str, env: &dyn Fn(&str) -> Option<String>, vars: &[&str]) -> Option<(String, String)> {
+fn pick(
+    flag: Option<&String>,
+    flag_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    vars: &[&str],
+) -> Option<(String, String)> {
     if let Some(v) = flag.map(|v| v.trim()).filter(|v| !v.is_empty()) {
         return Some((v.to_string(), flag_name.to_string()));
     }
     for var in vars {
-        if let Some(v) = env(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+        if let Some(v) = env(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+        {
             return Some((v, (*var).to_string()));
         }
     }
@@ -138,8 +149,11 @@ fn parse_timeout(v: &str, source: &str) -> Result<Duration, ExportConfigError> {
     if let Ok(ms) = v.parse::<u64>() {
         return Ok(Duration::from_millis(ms));
     }
-    humantime::parse_duration(v)
-        .map_err(|_| invalid(format!("invalid timeout '{v}' (from {source}): give milliseconds (10000) or a duration (10s)")))
+    humantime::parse_duration(v).map_err(|_| {
+        invalid(format!(
+            "invalid timeout '{v}' (from {source}): give milliseconds (10000) or a duration (10s)"
+        ))
+    })
 }
 
 /// `k=v,k2=v2` headers (values may be percent-encoded).
@@ -148,17 +162,35 @@ fn parse_headers(v: &str) -> Vec<(String, String)> {
 }
 
 impl ExportConfig {
-    pub fn resolve(args: &ExportArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ExportConfigError> {
-        let sampler = match pick(args.sampler.as_ref(), "--sampler", env, &["OTEL_TRACES_SAMPLER"]) {
+    pub fn resolve(
+        args: &ExportArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ExportConfigError> {
+        let sampler = match pick(
+            args.sampler.as_ref(),
+            "--sampler",
+            env,
+            &["OTEL_TRACES_SAMPLER"],
+        ) {
             None => Sampler::default(),
             Some((name, source)) => {
-                let arg = pick(args.sampler_arg.as_ref(), "--sampler-arg", env, &["OTEL_TRACES_SAMPLER_ARG"]);
+                let arg = pick(
+                    args.sampler_arg.as_ref(),
+                    "--sampler-arg",
+                    env,
+                    &["OTEL_TRACES_SAMPLER_ARG"],
+                );
                 Sampler::parse(&name, arg.as_ref().map(|(a, _)| a.as_str()))
                     .map_err(|e| invalid(format!("{e} (from {source})")))?
             }
         };
         let otlp = Self::resolve_otlp(args, env)?;
-        let zipkin = match pick(args.zipkin_endpoint.as_ref(), "--zipkin-endpoint", env, &["OTEL_EXPORTER_ZIPKIN_ENDPOINT"]) {
+        let zipkin = match pick(
+            args.zipkin_endpoint.as_ref(),
+            "--zipkin-endpoint",
+            env,
+            &["OTEL_EXPORTER_ZIPKIN_ENDPOINT"],
+        ) {
             None => None,
             Some((url, source)) => {
                 let uri = check_url(&url, &source)?;
@@ -167,10 +199,18 @@ impl ExportConfig {
                 } else {
                     url
                 };
-                Some(ZipkinConfig { url, timeout: Duration::from_secs(10) })
+                Some(ZipkinConfig {
+                    url,
+                    timeout: Duration::from_secs(10),
+                })
             }
         };
-        let metrics_addr = match args.metrics_addr.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        let metrics_addr = match args
+            .metrics_addr
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
             None => None,
             Some(a) => {
                 use std::net::ToSocketAddrs;
@@ -194,9 +234,14 @@ impl ExportConfig {
         })
     }
 
-    fn resolve_otlp(args: &ExportArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<OtlpConfig>, ExportConfigError> {
+    fn resolve_otlp(
+        args: &ExportArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<OtlpConfig>, ExportConfigError> {
         // Precedence: flag (a base URL), the traces variable (as is), the generic one (a base URL).
-        let (url, source, is_base) = if let Some((u, s)) = pick(args.otlp_endpoint.as_ref(), "--otlp-endpoint", env, &[]) {
+        let (url, source, is_base) = if let Some((u, s)) =
+            pick(args.otlp_endpoint.as_ref(), "--otlp-endpoint", env, &[])
+        {
             (u, s, true)
         } else if let Some((u, s)) = pick(None, "", env, &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]) {
             (u, s, false)
@@ -210,10 +255,15 @@ impl ExportConfig {
             args.otlp_protocol.as_ref(),
             "--otlp-protocol",
             env,
-            &["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"],
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ],
         ) {
             Some((p, s)) => Protocol::parse(&p).ok_or_else(|| {
-                invalid(format!("invalid OTLP protocol '{p}' (from {s}): use grpc, http/protobuf or http/json"))
+                invalid(format!(
+                    "invalid OTLP protocol '{p}' (from {s}): use grpc, http/protobuf or http/json"
+                ))
             })?,
             // 4318 is the well-known OTLP/HTTP port: don't speak gRPC to it.
             None if uri.port_u16() == Some(4318) => Protocol::HttpProtobuf,
@@ -221,11 +271,21 @@ impl ExportConfig {
         };
         let endpoint = match protocol {
             Protocol::Grpc => url.clone(),
-            Protocol::HttpProtobuf | Protocol::HttpJson if is_base => format!("{}/v1/traces", url.trim_end_matches('/')),
+            Protocol::HttpProtobuf | Protocol::HttpJson if is_base => {
+                format!("{}/v1/traces", url.trim_end_matches('/'))
+            }
             Protocol::HttpProtobuf | Protocol::HttpJson => url.clone(),
         };
         let mut headers: Vec<(String, String)> = Vec::new();
-        if let Some((h, _)) = pick(None, "", env, &["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"]) {
+        if let Some((h, _)) = pick(
+            None,
+            "",
+            env,
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ],
+        ) {
             headers = parse_headers(&h);
         }
         for h in &args.otlp_headers {
@@ -233,17 +293,25 @@ impl ExportConfig {
                 .split_once('=')
                 .map(|(k, v)| (k.trim(), v.trim()))
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| invalid(format!("invalid --otlp-header '{h}': expected KEY=VALUE")))?;
+                .ok_or_else(|| {
+                    invalid(format!("invalid --otlp-header '{h}': expected KEY=VALUE"))
+                })?;
             headers.retain(|(old, _)| !old.eq_ignore_ascii_case(k));
             headers.push((k.to_string(), v.to_string()));
         }
-        super::otlp::header_map(&headers)
-            .map_err(|e| invalid(format!("{e} in the OTLP headers: names are tokens, values printable ASCII")))?;
+        super::otlp::header_map(&headers).map_err(|e| {
+            invalid(format!(
+                "{e} in the OTLP headers: names are tokens, values printable ASCII"
+            ))
+        })?;
         let timeout = match pick(
             args.otlp_timeout.as_ref(),
             "--otlp-timeout",
             env,
-            &["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"],
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ],
         ) {
             Some((t, s)) => parse_timeout(&t, &s)?,
             None => Duration::from_secs(10),
@@ -255,38 +323,64 @@ impl ExportConfig {
             args.otlp_compression.as_ref(),
             "--otlp-compression",
             env,
-            &["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"],
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            ],
         ) {
             None => false,
             Some((c, s)) => match c.to_ascii_lowercase().as_str() {
                 "gzip" => true,
                 "none" => false,
-                _ => return Err(invalid(format!("invalid OTLP compression '{c}' (from {s}): use gzip or none"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "invalid OTLP compression '{c}' (from {s}): use gzip or none"
+                    )))
+                }
             },
         };
         let ca_pem = match pick(
             args.otlp_certificate.as_ref(),
             "--otlp-certificate",
             env,
-            &["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"],
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ],
         ) {
             None => None,
             Some((path, s)) => {
-                let pem = std::fs::read(&path)
-                    .map_err(|e| invalid(format!("cannot read the CA certificate file '{path}' (from {s}): {e}")))?;
+                let pem = std::fs::read(&path).map_err(|e| {
+                    invalid(format!(
+                        "cannot read the CA certificate file '{path}' (from {s}): {e}"
+                    ))
+                })?;
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(invalid(format!("'{path}' (from {s}) holds no PEM certificate (-----BEGIN CERTIFICATE-----)")));
                 }
                 Some(pem)
             }
         };
-        let resource_attributes =
-            env("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_resource_attributes(&v)).unwrap_or_default();
-        Ok(Some(OtlpConfig { endpoint, protocol, headers, timeout, gzip, ca_pem, resource_attributes }))
+        let resource_attributes = env("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|v| parse_resource_attributes(&v))
+            .unwrap_or_default();
+        Ok(Some(OtlpConfig {
+            endpoint,
+            protocol,
+            headers,
+            timeout,
+            gzip,
+            ca_pem,
+            resource_attributes,
+        }))
     }
 
     fn queue(&self) -> QueueConfig {
-        QueueConfig { capacity: self.queue_capacity, overflow: self.overflow, ..QueueConfig::default() }
+        QueueConfig {
+            capacity: self.queue_capacity,
+            overflow: self.overflow,
+            ..QueueConfig::default()
+        }
     }
 }
 
@@ -318,14 +412,33 @@ pub fn build_from_config(
     if let Some(o) = &cfg.otlp {
         let sink = OtlpSink::new(o, rt)
             .map_err(|e| invalid(format!("cannot set up OTLP export to {}: {e}", o.endpoint)))?;
-        let e = QueuedExporter::spawn("otlp", sink, cfg.sampler, cfg.queue(), BatchConfig::default(), rt);
+        let e = QueuedExporter::spawn(
+            "otlp",
+            sink,
+            cfg.sampler,
+            cfg.queue(),
+            BatchConfig::default(),
+            rt,
+        );
         counters.push(("otlp", e.counters()));
-        tracing::info!("exporting spans over OTLP ({}) to {}", o.protocol.as_str(), o.endpoint);
+        tracing::info!(
+            "exporting spans over OTLP ({}) to {}",
+            o.protocol.as_str(),
+            o.endpoint
+        );
         exporters.push(Box::new(e));
     }
     if let Some(z) = &cfg.zipkin {
-        let sink = ZipkinSink::new(z).map_err(|e| invalid(format!("cannot set up Zipkin export to {}: {e}", z.url)))?;
-        let e = QueuedExporter::spawn("zipkin", sink, cfg.sampler, cfg.queue(), BatchConfig::default(), rt);
+        let sink = ZipkinSink::new(z)
+            .map_err(|e| invalid(format!("cannot set up Zipkin export to {}: {e}", z.url)))?;
+        let e = QueuedExporter::spawn(
+            "zipkin",
+            sink,
+            cfg.sampler,
+            cfg.queue(),
+            BatchConfig::default(),
+            rt,
+        );
         counters.push(("zipkin", e.counters()));
         tracing::info!("exporting spans to Zipkin at {}", z.url);
         exporters.push(Box::new(e));
@@ -335,7 +448,10 @@ pub fn build_from_config(
         let p = PrometheusExporter::serve(addr, stats.clone(), counters, rt)
             .map_err(|source| ExportConfigError::MetricsBind { addr, source })?;
         metrics = Some(p.local_addr());
-        tracing::info!("serving Prometheus metrics on http://{}/metrics", p.local_addr());
+        tracing::info!(
+            "serving Prometheus metrics on http://{}/metrics",
+            p.local_addr()
+        );
         exporters.push(Box::new(p));
     }
     Ok((exporters, metrics))
@@ -347,8 +463,14 @@ mod tests {
 
     use super::*;
 
-    fn resolve(args: &ExportArgs, vars: &[(&str, &str)]) -> Result<ExportConfig, ExportConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    fn resolve(
+        args: &ExportArgs,
+        vars: &[(&str, &str)],
+    ) -> Result<ExportConfig, ExportConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         ExportConfig::resolve(args, &move |k| map.get(k).cloned())
     }
 
@@ -377,14 +499,30 @@ mod tests {
         let o = c.otlp.unwrap();
         assert_eq!(o.protocol, Protocol::HttpProtobuf, "4318 means HTTP");
         assert_eq!(o.endpoint, "http://127.0.0.1:4318/v1/traces");
-        assert_eq!(o.headers, vec![("api-key".into(), "s ecret".into()), ("x".into(), "1".into())]);
+        assert_eq!(
+            o.headers,
+            vec![
+                ("api-key".into(), "s ecret".into()),
+                ("x".into(), "1".into())
+            ]
+        );
         assert_eq!(o.timeout, Duration::from_millis(2500));
         assert!(o.gzip);
-        assert_eq!(o.resource_attributes, vec![("deployment.environment".into(), "prod".into())]);
+        assert_eq!(
+            o.resource_attributes,
+            vec![("deployment.environment".into(), "prod".into())]
+        );
 
-        let c = resolve(&ExportArgs::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")]).unwrap();
+        let c = resolve(
+            &ExportArgs::default(),
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")],
+        )
+        .unwrap();
         let o = c.otlp.unwrap();
-        assert_eq!((o.protocol, o.endpoint.as_str()), (Protocol::Grpc, "http://127.0.0.1:4317"));
+        assert_eq!(
+            (o.protocol, o.endpoint.as_str()),
+            (Protocol::Grpc, "http://127.0.0.1:4317")
+        );
         assert_eq!(o.timeout, Duration::from_secs(10));
 
         // The traces variable is used as is and wins over the generic one.
@@ -392,13 +530,19 @@ mod tests {
             &ExportArgs::default(),
             &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317"),
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://b/custom/traces"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "https://b/custom/traces",
+                ),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
             ],
         )
         .unwrap();
         let o = c.otlp.unwrap();
-        assert_eq!((o.protocol, o.endpoint.as_str()), (Protocol::HttpJson, "https://b/custom/traces"));
+        assert_eq!(
+            (o.protocol, o.endpoint.as_str()),
+            (Protocol::HttpJson, "https://b/custom/traces")
+        );
     }
 
     #[test]
@@ -431,14 +575,24 @@ mod tests {
         )
         .unwrap();
         let o = c.otlp.unwrap();
-        assert_eq!((o.protocol, o.endpoint.as_str()), (Protocol::Grpc, "http://flag:4318"));
+        assert_eq!(
+            (o.protocol, o.endpoint.as_str()),
+            (Protocol::Grpc, "http://flag:4318")
+        );
         assert_eq!(
             o.headers,
-            vec![("z".into(), "3".into()), ("X".into(), "flag".into()), ("y".into(), "2".into())]
+            vec![
+                ("z".into(), "3".into()),
+                ("X".into(), "flag".into()),
+                ("y".into(), "2".into())
+            ]
         );
         assert_eq!(o.timeout, Duration::from_secs(3));
         assert!(!o.gzip);
-        assert_eq!(c.sampler, Sampler::parse("traceidratio", Some("0.25")).unwrap());
+        assert_eq!(
+            c.sampler,
+            Sampler::parse("traceidratio", Some("0.25")).unwrap()
+        );
         assert_eq!(c.zipkin.unwrap().url, "http://127.0.0.1:9411/api/v2/spans");
         assert_eq!(c.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!((c.queue_capacity, c.overflow), (10, Overflow::DropOldest));

@@ -8,9 +8,9 @@ pub mod queue;
 pub mod sampler;
 pub mod stdout;
 #[cfg(test)]
-pub mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub mod testutil;
 pub mod zipkin;
 
 use std::sync::Arc;

@@ -73,7 +73,10 @@ pub struct ResourceBase {
 
 impl ResourceBase {
     pub fn new(extra: Vec<(String, String)>) -> Self {
-        Self { host_name: host_name(), extra }
+        Self {
+            host_name: host_name(),
+            extra,
+        }
     }
 }
 
@@ -99,19 +102,39 @@ pub fn resource_attributes(p: &ProcessInfo, base: &ResourceBase) -> Vec<(String,
         }
     }
     set(&mut attrs, "service.name", p.service_name.clone().into());
-    set(&mut attrs, "service.instance.id", format!("{}-{}-{}", base.host_name, p.pid, p.start_ticks).into());
+    set(
+        &mut attrs,
+        "service.instance.id",
+        format!("{}-{}-{}", base.host_name, p.pid, p.start_ticks).into(),
+    );
     set(&mut attrs, "process.pid", i64::from(p.pid).into());
-    set(&mut attrs, "process.executable.name", p.exe_name.clone().into());
+    set(
+        &mut attrs,
+        "process.executable.name",
+        p.exe_name.clone().into(),
+    );
     if !p.exe_path.is_empty() {
-        set(&mut attrs, "process.executable.path", p.exe_path.clone().into());
+        set(
+            &mut attrs,
+            "process.executable.path",
+            p.exe_path.clone().into(),
+        );
     }
     if !p.command_line.is_empty() {
-        set(&mut attrs, "process.command_line", p.command_line.clone().into());
+        set(
+            &mut attrs,
+            "process.command_line",
+            p.command_line.clone().into(),
+        );
     }
     set(&mut attrs, "host.name", base.host_name.clone().into());
     set(&mut attrs, "os.type", "linux".into());
     set(&mut attrs, "telemetry.distro.name", "tracer".into());
-    set(&mut attrs, "telemetry.distro.version", env!("CARGO_PKG_VERSION").into());
+    set(
+        &mut attrs,
+        "telemetry.distro.version",
+        env!("CARGO_PKG_VERSION").into(),
+    );
     for (k, v) in &base.extra {
         if !PER_PROCESS.contains(&k.as_str()) && !k.starts_with("process.") {
             set(&mut attrs, k, v.clone().into());
@@ -126,12 +149,18 @@ pub fn resource_attributes(p: &ProcessInfo, base: &ResourceBase) -> Vec<(String,
 
 pub fn resource(p: &ProcessInfo, base: &ResourceBase) -> Resource {
     Resource::builder_empty()
-        .with_attributes(resource_attributes(p, base).into_iter().map(|(k, v)| OtelKv::new(k, v)))
+        .with_attributes(
+            resource_attributes(p, base)
+                .into_iter()
+                .map(|(k, v)| OtelKv::new(k, v)),
+        )
         .build()
 }
 
 pub fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("tracer").with_version(env!("CARGO_PKG_VERSION")).build()
+    InstrumentationScope::builder("tracer")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
 }
 
 fn unix(ns: u64) -> std::time::SystemTime {
@@ -161,7 +190,10 @@ pub fn span_data(s: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
         ),
         parent_span_id: s.parent_span_id.map_or(SpanId::INVALID, SpanId::from_bytes),
         // Parents from headers or from the peer's client span live in another process.
-        parent_span_is_remote: matches!(s.link, LinkKind::Header | LinkKind::Injected | LinkKind::Connection),
+        parent_span_is_remote: matches!(
+            s.link,
+            LinkKind::Header | LinkKind::Injected | LinkKind::Connection
+        ),
         span_kind: match s.kind {
             SpanKind::Server => OtelKind::Server,
             SpanKind::Client => OtelKind::Client,
@@ -205,8 +237,10 @@ impl opentelemetry_http::HttpClient for HeaderClient {
 pub fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, String> {
     let mut map = http::HeaderMap::new();
     for (k, v) in headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name '{k}'"))?;
-        let value = http::HeaderValue::from_str(v).map_err(|_| format!("invalid value for header '{k}'"))?;
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("invalid header name '{k}'"))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|_| format!("invalid value for header '{k}'"))?;
         map.insert(name, value);
     }
     Ok(map)
@@ -265,14 +299,21 @@ pub fn build_exporter(
         Protocol::HttpProtobuf | Protocol::HttpJson => {
             let mut client = reqwest::Client::builder().timeout(cfg.timeout);
             if let Some(pem) = &cfg.ca_pem {
-                for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("invalid CA certificate: {e}"))? {
+                for cert in reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| format!("invalid CA certificate: {e}"))?
+                {
                     client = client.add_root_certificate(cert);
                 }
             }
-            let client = client.build().map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+            let client = client
+                .build()
+                .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
             let mut b = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_http_client(HeaderClient { inner: client, headers })
+                .with_http_client(HeaderClient {
+                    inner: client,
+                    headers,
+                })
                 .with_endpoint(cfg.endpoint.clone())
                 .with_protocol(if cfg.protocol == Protocol::HttpJson {
                     opentelemetry_otlp::Protocol::HttpJson

@@ -15,7 +15,9 @@ use http_body_util::Full;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{counter::ConstCounter, family::Family, gauge::ConstGauge, histogram::Histogram, MetricType},
+    metrics::{
+        counter::ConstCounter, family::Family, gauge::ConstGauge, histogram::Histogram, MetricType,
+    },
     registry::Registry,
 };
 
@@ -30,7 +32,9 @@ use crate::{
 };
 
 /// Bucket boundaries (seconds) the HTTP semantic conventions advise for request durations.
-pub const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Distinct routes kept per service; more go to `/{other}` (bounded series count).
 pub const MAX_ROUTES_PER_SERVICE: usize = 100;
@@ -59,8 +63,13 @@ fn is_hex(s: &str) -> bool {
 
 fn is_uuid(s: &str) -> bool {
     s.len() == 36
-        && s.char_indices()
-            .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
+        && s.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
 }
 
 /// A segment that names one resource rather than a kind of them.
@@ -91,7 +100,9 @@ pub fn route_of(path: &str) -> String {
 }
 
 fn method_label(m: &str) -> String {
-    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
     if KNOWN.contains(&m) {
         m.to_string()
     } else {
@@ -151,7 +162,9 @@ fn labelled<L: EncodeLabelSet>(
     for (labels, v) in series {
         let fm = m.encode_family(labels)?;
         match ty {
-            MetricType::Gauge => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(fm)?,
+            MetricType::Gauge => {
+                ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(fm)?
+            }
             _ => ConstCounter::new(*v).encode(fm)?,
         }
     }
@@ -175,11 +188,24 @@ impl Collector for AgentCollector {
                 ([("kind", "malformed")], s.events_malformed.get()),
             ],
         )?;
-        counter(&mut enc, "tracer_captured_bytes", "Payload bytes captured.", s.bytes_captured.get())?;
+        counter(
+            &mut enc,
+            "tracer_captured_bytes",
+            "Payload bytes captured.",
+            s.bytes_captured.get(),
+        )?;
         counter(&mut enc, "tracer_spans", "Spans built.", s.spans.get())?;
-        let parse: Vec<([(&str, &str); 1], u64)> =
-            ParseError::ALL.iter().map(|e| ([("error", e.as_str())], s.parse_error(*e).get())).collect();
-        labelled(&mut enc, "tracer_parse_errors", "Protocol parse errors, by kind.", MetricType::Counter, &parse)?;
+        let parse: Vec<([(&str, &str); 1], u64)> = ParseError::ALL
+            .iter()
+            .map(|e| ([("error", e.as_str())], s.parse_error(*e).get()))
+            .collect();
+        labelled(
+            &mut enc,
+            "tracer_parse_errors",
+            "Protocol parse errors, by kind.",
+            MetricType::Counter,
+            &parse,
+        )?;
         labelled(
             &mut enc,
             "tracer_drops",
@@ -189,9 +215,18 @@ impl Collector for AgentCollector {
                 ([("reason", "ringbuf_data")], k(ks::RINGBUF_DROPS_DATA)),
                 ([("reason", "ringbuf_conn")], k(ks::RINGBUF_DROPS_CONN)),
                 ([("reason", "malformed_event")], s.events_malformed.get()),
-                ([("reason", "unknown_connection")], s.data_unknown_conn.get()),
-                ([("reason", "connection_evicted")], s.conns_evicted_lru.get()),
-                ([("reason", "export_fanout_queue_full")], s.export_queue_drops.get()),
+                (
+                    [("reason", "unknown_connection")],
+                    s.data_unknown_conn.get(),
+                ),
+                (
+                    [("reason", "connection_evicted")],
+                    s.conns_evicted_lru.get(),
+                ),
+                (
+                    [("reason", "export_fanout_queue_full")],
+                    s.export_queue_drops.get(),
+                ),
             ],
         )?;
         counter(
@@ -200,16 +235,44 @@ impl Collector for AgentCollector {
             "Requests reported without a response (timeout or close).",
             s.requests_unanswered.get(),
         )?;
-        counter(&mut enc, "tracer_connections_expired", "Connections forgotten after idling.", s.conns_expired_idle.get())?;
-        gauge(&mut enc, "tracer_connections_active", "Connections tracked now.", s.conns_active.get())?;
-        let kernel: Vec<([(&str, &str); 1], u64)> =
-            ks::NAMES.iter().enumerate().map(|(i, n)| ([("counter", *n)], k(i as u32))).collect();
-        labelled(&mut enc, "tracer_kernel", "Counters kept by the kernel programs.", MetricType::Counter, &kernel)?;
+        counter(
+            &mut enc,
+            "tracer_connections_expired",
+            "Connections forgotten after idling.",
+            s.conns_expired_idle.get(),
+        )?;
+        gauge(
+            &mut enc,
+            "tracer_connections_active",
+            "Connections tracked now.",
+            s.conns_active.get(),
+        )?;
+        let kernel: Vec<([(&str, &str); 1], u64)> = ks::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ([("counter", *n)], k(i as u32)))
+            .collect();
+        labelled(
+            &mut enc,
+            "tracer_kernel",
+            "Counters kept by the kernel programs.",
+            MetricType::Counter,
+            &kernel,
+        )?;
 
         let per = |f: &dyn Fn(&ExportCounters) -> u64| -> Vec<([(&str, &str); 1], u64)> {
-            self.exporters.iter().map(|(n, c)| ([("exporter", *n)], f(c))).collect()
+            self.exporters
+                .iter()
+                .map(|(n, c)| ([("exporter", *n)], f(c)))
+                .collect()
         };
-        labelled(&mut enc, "tracer_export_spans", "Spans the collector accepted.", MetricType::Counter, &per(&|c| c.exported.get()))?;
+        labelled(
+            &mut enc,
+            "tracer_export_spans",
+            "Spans the collector accepted.",
+            MetricType::Counter,
+            &per(&|c| c.exported.get()),
+        )?;
         labelled(
             &mut enc,
             "tracer_export_failures",
@@ -224,14 +287,29 @@ impl Collector for AgentCollector {
             MetricType::Counter,
             &per(&|c| c.sampled_out.get()),
         )?;
-        labelled(&mut enc, "tracer_export_queue_depth", "Spans waiting in the export queue.", MetricType::Gauge, &per(&|c| c.queue_depth.get()))?;
+        labelled(
+            &mut enc,
+            "tracer_export_queue_depth",
+            "Spans waiting in the export queue.",
+            MetricType::Gauge,
+            &per(&|c| c.queue_depth.get()),
+        )?;
         let mut drops: Vec<([(&str, &str); 2], u64)> = Vec::new();
         for (n, c) in &self.exporters {
             for r in DropReason::ALL {
-                drops.push(([("exporter", *n), ("reason", r.as_str())], c.dropped(r).get()));
+                drops.push((
+                    [("exporter", *n), ("reason", r.as_str())],
+                    c.dropped(r).get(),
+                ));
             }
         }
-        labelled(&mut enc, "tracer_export_dropped_spans", "Spans lost by an exporter, by reason.", MetricType::Counter, &drops)
+        labelled(
+            &mut enc,
+            "tracer_export_dropped_spans",
+            "Spans lost by an exporter, by reason.",
+            MetricType::Counter,
+            &drops,
+        )
     }
 }
 
@@ -273,7 +351,13 @@ impl PrometheusExporter {
             tokio::net::TcpListener::from_std(std_listener)?
         };
         let task = rt.spawn(accept_loop(listener, Arc::new(registry)));
-        Ok(Self { server, client, routes: Routes::default(), addr: local, task: Some(task) })
+        Ok(Self {
+            server,
+            client,
+            routes: Routes::default(),
+            addr: local,
+            task: Some(task),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -365,14 +449,19 @@ async fn accept_loop(listener: tokio::net::TcpListener, registry: Arc<Registry>)
 fn respond<B>(registry: &Registry, req: &http::Request<B>) -> http::Response<Full<Bytes>> {
     let reply = |status: u16, ctype: &str, body: String| {
         let mut r = http::Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        *r.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         if let Ok(v) = http::HeaderValue::from_str(ctype) {
             r.headers_mut().insert(http::header::CONTENT_TYPE, v);
         }
         r
     };
     if req.uri().path() != "/metrics" {
-        return reply(404, "text/plain", "not found: metrics are at /metrics\n".into());
+        return reply(
+            404,
+            "text/plain",
+            "not found: metrics are at /metrics\n".into(),
+        );
     }
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return reply(405, "text/plain", "use GET\n".into());

@@ -77,8 +77,10 @@ impl ExportCounters {
 
     /// One line for the exit summary.
     pub fn summary(&self, name: &str) -> String {
-        let drops: Vec<String> =
-            DropReason::ALL.iter().map(|r| format!("{}={}", r.as_str(), self.dropped(*r).get())).collect();
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .map(|r| format!("{}={}", r.as_str(), self.dropped(*r).get()))
+            .collect();
         format!(
             "{name}: {} spans exported, {} failed exports, {} sampled out, dropped: {}",
             self.exported.get(),
@@ -104,7 +106,13 @@ pub struct Queue<T> {
 }
 
 impl<T> Queue<T> {
-    pub fn new(name: &'static str, cap: usize, overflow: Overflow, wake_at: usize, counters: Arc<ExportCounters>) -> Self {
+    pub fn new(
+        name: &'static str,
+        cap: usize,
+        overflow: Overflow,
+        wake_at: usize,
+        counters: Arc<ExportCounters>,
+    ) -> Self {
         let cap = cap.max(1);
         Self {
             name,
@@ -208,7 +216,10 @@ impl<T> Queue<T> {
 /// Where a network exporter's batches go. `send` does its own retries (bounded in time) and,
 /// once it gives up, returns how many spans of the batch were lost and why.
 pub trait BatchSink: Send + 'static {
-    fn send(&mut self, batch: Vec<Arc<SpanRecord>>) -> impl Future<Output = Result<(), (u64, String)>> + Send;
+    fn send(
+        &mut self,
+        batch: Vec<Arc<SpanRecord>>,
+    ) -> impl Future<Output = Result<(), (u64, String)>> + Send;
 }
 
 /// Batching and pacing of a network exporter's task.
@@ -272,7 +283,9 @@ pub async fn run_sink<S: BatchSink>(
                 counters.failures.inc();
                 counters.dropped(DropReason::ExportFailed).add(lost);
                 if !failing {
-                    tracing::warn!("{name}: export failed, dropping {lost} spans and retrying later: {e}");
+                    tracing::warn!(
+                        "{name}: export failed, dropping {lost} spans and retrying later: {e}"
+                    );
                 }
                 failing = true;
                 // While shutting down, don't wait: the flush has its own deadline.
@@ -296,7 +309,11 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { capacity: 4096, overflow: Overflow::DropNewest, flush_timeout: Duration::from_secs(5) }
+        Self {
+            capacity: 4096,
+            overflow: Overflow::DropNewest,
+            flush_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -322,7 +339,13 @@ impl QueuedExporter {
         rt: &tokio::runtime::Handle,
     ) -> Self {
         let counters = Arc::new(ExportCounters::default());
-        let queue = Arc::new(Queue::new(name, q.capacity, q.overflow, batch.max_batch, counters.clone()));
+        let queue = Arc::new(Queue::new(
+            name,
+            q.capacity,
+            q.overflow,
+            batch.max_batch,
+            counters.clone(),
+        ));
         let task = rt.spawn(run_sink(name, queue.clone(), sink, batch, counters.clone()));
         Self {
             name,
@@ -351,7 +374,11 @@ impl super::Exporter for QueuedExporter {
 
     fn export(&mut self, spans: &[Arc<SpanRecord>]) {
         let before = spans.len();
-        let kept: Vec<Arc<SpanRecord>> = spans.iter().filter(|s| self.sampler.should_sample(s)).cloned().collect();
+        let kept: Vec<Arc<SpanRecord>> = spans
+            .iter()
+            .filter(|s| self.sampler.should_sample(s))
+            .cloned()
+            .collect();
         self.counters.sampled_out.add((before - kept.len()) as u64);
         if !kept.is_empty() {
             self.queue.push_all(kept);
@@ -362,10 +389,13 @@ impl super::Exporter for QueuedExporter {
         self.queue.close();
         if let Some(mut task) = self.task.take() {
             let timeout = self.flush_timeout;
-            let done = self.rt.block_on(async { tokio::time::timeout(timeout, &mut task).await.is_ok() });
+            let done = self
+                .rt
+                .block_on(async { tokio::time::timeout(timeout, &mut task).await.is_ok() });
             if !done {
                 task.abort();
-                let left = self.queue.drain(usize::MAX).len() as u64 + self.counters.in_flight.get();
+                let left =
+                    self.queue.drain(usize::MAX).len() as u64 + self.counters.in_flight.get();
                 self.counters.dropped(DropReason::Shutdown).add(left);
             }
         }
@@ -379,7 +409,10 @@ mod tests {
 
     #[test]
     fn overflow_policies() {
-        for (policy, kept) in [(Overflow::DropNewest, vec![0, 1, 2]), (Overflow::DropOldest, vec![2, 3, 4])] {
+        for (policy, kept) in [
+            (Overflow::DropNewest, vec![0, 1, 2]),
+            (Overflow::DropOldest, vec![2, 3, 4]),
+        ] {
             let c = Arc::new(ExportCounters::default());
             let q = Queue::new("t", 3, policy, 2, c.clone());
             q.push_all(0..5);

@@ -28,7 +28,10 @@ pub struct Sampler {
 impl Default for Sampler {
     fn default() -> Self {
         // The OpenTelemetry default is parentbased_always_on.
-        Self { root: Root::AlwaysOn, parent_based: true }
+        Self {
+            root: Root::AlwaysOn,
+            parent_based: true,
+        }
     }
 }
 
@@ -98,13 +101,19 @@ fn header_sampled_flag(span: &SpanRecord) -> Option<bool> {
         match name.as_str() {
             "traceparent" => {
                 let flags = v.split('-').nth(3)?;
-                return u8::from_str_radix(flags.get(..2)?, 16).ok().map(|f| f & 1 == 1);
+                return u8::from_str_radix(flags.get(..2)?, 16)
+                    .ok()
+                    .map(|f| f & 1 == 1);
             }
             "x-b3-sampled" => return Some(v == "1" || v.eq_ignore_ascii_case("true")),
             "b3" => {
                 // {trace}-{span}-{sampled}[-{parent}], or just the sampled flag.
                 let parts: Vec<&str> = v.split('-').collect();
-                let flag = if parts.len() == 1 { parts[0] } else { parts.get(2)? };
+                let flag = if parts.len() == 1 {
+                    parts[0]
+                } else {
+                    parts.get(2)?
+                };
                 return match flag {
                     "1" | "d" => Some(true),
                     "0" => Some(false),
@@ -124,13 +133,24 @@ mod tests {
 
     #[test]
     fn parses() {
-        assert_eq!(Sampler::parse("always_off", None).unwrap(), Sampler { root: Root::AlwaysOff, parent_based: false });
+        assert_eq!(
+            Sampler::parse("always_off", None).unwrap(),
+            Sampler {
+                root: Root::AlwaysOff,
+                parent_based: false
+            }
+        );
         assert_eq!(
             Sampler::parse("parentbased_traceidratio", Some("0.5")).unwrap(),
-            Sampler { root: Root::TraceIdRatio(0.5), parent_based: true }
+            Sampler {
+                root: Root::TraceIdRatio(0.5),
+                parent_based: true
+            }
         );
         assert!(Sampler::parse("traceidratio", Some("2")).is_err());
-        assert!(Sampler::parse("sometimes", None).unwrap_err().contains("unknown sampler"));
+        assert!(Sampler::parse("sometimes", None)
+            .unwrap_err()
+            .contains("unknown sampler"));
     }
 
     #[test]
@@ -142,11 +162,17 @@ mod tests {
             a.trace_id[8..12].copy_from_slice(&(i.wrapping_mul(2654435761)).to_be_bytes());
             let mut b = a.clone();
             b.span_id = [9; 8];
-            assert_eq!(s.should_sample(&a), s.should_sample(&b), "same trace, same decision");
+            assert_eq!(
+                s.should_sample(&a),
+                s.should_sample(&b),
+                "same trace, same decision"
+            );
             kept += usize::from(s.should_sample(&a));
         }
         assert!((350..650).contains(&kept), "{kept}");
-        assert!(!Sampler::parse("traceidratio", Some("0")).unwrap().should_sample(&span(1)));
+        assert!(!Sampler::parse("traceidratio", Some("0"))
+            .unwrap()
+            .should_sample(&span(1)));
     }
 
     #[test]
@@ -155,12 +181,18 @@ mod tests {
         let mut sp = span(1);
         sp.parent_span_id = Some([1; 8]);
         sp.link = LinkKind::Header;
-        sp.context_headers =
-            vec![("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into())];
+        sp.context_headers = vec![(
+            "traceparent".into(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into(),
+        )];
         assert!(!s.should_sample(&sp));
         sp.context_headers[0].1 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
-        assert!(Sampler::parse("parentbased_always_off", None).unwrap().should_sample(&sp));
+        assert!(Sampler::parse("parentbased_always_off", None)
+            .unwrap()
+            .should_sample(&sp));
         // Not parent-based: the header is ignored.
-        assert!(!Sampler::parse("always_off", None).unwrap().should_sample(&sp));
+        assert!(!Sampler::parse("always_off", None)
+            .unwrap()
+            .should_sample(&sp));
     }
 }

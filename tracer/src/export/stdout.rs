@@ -31,7 +31,11 @@ impl StdoutExporter<io::Stdout> {
 
 impl<W: Write + Send> StdoutExporter<W> {
     pub fn new(format: Format, out: W) -> Self {
-        Self { format, out, broken: false }
+        Self {
+            format,
+            out,
+            broken: false,
+        }
     }
 
     pub fn into_inner(self) -> W {
@@ -49,7 +53,11 @@ fn value_json(v: &Value) -> Json {
 
 /// The `--output json` object of a span.
 pub fn span_json(s: &SpanRecord) -> Json {
-    let attrs: Map<String, Json> = s.attributes.iter().map(|kv| (kv.key.to_string(), value_json(&kv.value))).collect();
+    let attrs: Map<String, Json> = s
+        .attributes
+        .iter()
+        .map(|kv| (kv.key.to_string(), value_json(&kv.value)))
+        .collect();
     let p = &s.process;
     let mut resource = Map::new();
     for (k, v) in &p.resource_attributes {
@@ -57,9 +65,18 @@ pub fn span_json(s: &SpanRecord) -> Json {
     }
     resource.insert("service.name".into(), Json::from(p.service_name.as_str()));
     resource.insert("process.pid".into(), Json::from(p.pid));
-    resource.insert("process.executable.name".into(), Json::from(p.exe_name.as_str()));
-    resource.insert("process.executable.path".into(), Json::from(p.exe_path.as_str()));
-    resource.insert("process.command_line".into(), Json::from(p.command_line.as_str()));
+    resource.insert(
+        "process.executable.name".into(),
+        Json::from(p.exe_name.as_str()),
+    );
+    resource.insert(
+        "process.executable.path".into(),
+        Json::from(p.exe_path.as_str()),
+    );
+    resource.insert(
+        "process.command_line".into(),
+        Json::from(p.command_line.as_str()),
+    );
     let status = match &s.status {
         SpanStatus::Unset => json!({"code": "unset"}),
         SpanStatus::Error { message } => json!({"code": "error", "message": message}),

@@ -51,7 +51,14 @@ pub fn span_json(s: &SpanRecord) -> Json {
     tags.insert("process.pid".into(), Json::from(s.process.pid.to_string()));
     if let SpanStatus::Error { message } = &s.status {
         // Zipkin's convention: the "error" tag marks a failed span.
-        tags.insert("error".into(), Json::from(if message.is_empty() { "error" } else { message.as_str() }));
+        tags.insert(
+            "error".into(),
+            Json::from(if message.is_empty() {
+                "error"
+            } else {
+                message.as_str()
+            }),
+        );
         tags.insert("otel.status_code".into(), Json::from("ERROR"));
     }
     let (lip, lport) = s.endpoints.local;
@@ -72,8 +79,14 @@ pub fn span_json(s: &SpanRecord) -> Json {
     );
     span.insert("timestamp".into(), Json::from(s.start_unix_ns / 1000));
     // Zipkin reads a 0 duration as unknown: round up to at least 1 µs.
-    span.insert("duration".into(), Json::from((s.end_unix_ns.saturating_sub(s.start_unix_ns) / 1000).max(1)));
-    span.insert("localEndpoint".into(), endpoint(lip, lport, Some(&s.process.service_name)));
+    span.insert(
+        "duration".into(),
+        Json::from((s.end_unix_ns.saturating_sub(s.start_unix_ns) / 1000).max(1)),
+    );
+    span.insert(
+        "localEndpoint".into(),
+        endpoint(lip, lport, Some(&s.process.service_name)),
+    );
     span.insert("remoteEndpoint".into(), endpoint(rip, rport, None));
     span.insert("tags".into(), Json::Object(tags));
     Json::Object(span)
@@ -92,7 +105,11 @@ impl ZipkinSink {
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
-        Ok(Self { client, url: cfg.url.clone(), timeout: cfg.timeout })
+        Ok(Self {
+            client,
+            url: cfg.url.clone(),
+            timeout: cfg.timeout,
+        })
     }
 
     async fn post(&self, body: &bytes::Bytes) -> Result<(), (bool, String)> {
@@ -111,7 +128,14 @@ impl ZipkinSink {
         // 429 and 5xx may pass later; other refusals will not.
         let retryable = status.as_u16() == 429 || status.is_server_error();
         let text = r.text().await.unwrap_or_default();
-        Err((retryable, format!("POST {}: {status} {}", self.url, text.chars().take(200).collect::<String>())))
+        Err((
+            retryable,
+            format!(
+                "POST {}: {status} {}",
+                self.url,
+                text.chars().take(200).collect::<String>()
+            ),
+        ))
     }
 }
 
@@ -129,7 +153,10 @@ impl BatchSink for ZipkinSink {
             match self.post(&body).await {
                 Ok(()) => return Ok(()),
                 Err((retryable, e)) => {
-                    if !retryable || attempts >= 4 || tokio::time::Instant::now() + delay >= deadline {
+                    if !retryable
+                        || attempts >= 4
+                        || tokio::time::Instant::now() + delay >= deadline
+                    {
                         return Err((n, e));
                     }
                 }

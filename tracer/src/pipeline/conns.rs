@@ -58,7 +58,10 @@ impl Sink {
     fn collect(&mut self, conn: &mut Conn, out: &mut Vec<Parsed>) {
         let meta = conn.meta.clone();
         for message in self.scratch.messages.drain(..) {
-            let exchange = ExchangeKey { conn_id: meta.conn_id, seq: conn.seq_done };
+            let exchange = ExchangeKey {
+                conn_id: meta.conn_id,
+                seq: conn.seq_done,
+            };
             conn.seq_done += 1;
             conn.seq_started = conn.seq_started.max(conn.seq_done);
             let Message::Http1(ex) = &message;
@@ -71,10 +74,22 @@ impl Sink {
                     if let Some(v) = self.inflight.get_mut(&(meta.tgid, ex.request_tid)) {
                         v.retain(|k| *k != exchange);
                     }
-                    (None, conn.mirror.map(|m| ExchangeKey { conn_id: m, seq: exchange.seq }))
+                    (
+                        None,
+                        conn.mirror.map(|m| ExchangeKey {
+                            conn_id: m,
+                            seq: exchange.seq,
+                        }),
+                    )
                 }
             };
-            out.push(Parsed { meta: meta.clone(), message, exchange, thread_parent, conn_parent });
+            out.push(Parsed {
+                meta: meta.clone(),
+                message,
+                exchange,
+                thread_parent,
+                conn_parent,
+            });
         }
         for e in self.scratch.errors.drain(..) {
             self.stats.parse_error(e).inc();
@@ -92,7 +107,9 @@ impl Sink {
     /// as in flight on that thread, client ones with the one server request that thread was
     /// serving, if exactly one (several in flight on an event loop: ambiguous, not linked).
     fn note_starts(&mut self, conn: &mut Conn, tid: u32) {
-        let Some(parser) = conn.parser.as_ref() else { return };
+        let Some(parser) = conn.parser.as_ref() else {
+            return;
+        };
         let started = conn.seq_done + parser.pending_count() as u64;
         let key = (conn.meta.tgid, tid);
         while conn.seq_started < started {
@@ -102,7 +119,10 @@ impl Sink {
                 Role::Server => {
                     let v = self.inflight.entry(key).or_default();
                     if v.len() < MAX_INFLIGHT_PER_THREAD {
-                        v.push(ExchangeKey { conn_id: conn.meta.conn_id, seq });
+                        v.push(ExchangeKey {
+                            conn_id: conn.meta.conn_id,
+                            seq,
+                        });
                     }
                 }
                 Role::Client => {
@@ -144,7 +164,12 @@ impl ConnsStage {
             cfg,
             table: ConnTable::new(cfg.max_connections),
             processes: ProcessCache::new(4096),
-            sink: Sink { stats, logged: HashSet::new(), scratch: ParseOutput::default(), inflight: HashMap::new() },
+            sink: Sink {
+                stats,
+                logged: HashSet::new(),
+                scratch: ParseOutput::default(),
+                inflight: HashMap::new(),
+            },
             by_ends: HashMap::new(),
         }
     }
@@ -157,7 +182,13 @@ impl ConnsStage {
     pub fn handle(&mut self, ev: RawEvent, out: &mut Vec<Parsed>) {
         match ev {
             RawEvent::Open(ev) => {
-                tracing::trace!(conn = ev.conn_id, pid = ev.tgid, fd = ev.fd, role = ev.role, "open");
+                tracing::trace!(
+                    conn = ev.conn_id,
+                    pid = ev.tgid,
+                    fd = ev.fd,
+                    role = ev.role,
+                    "open"
+                );
                 let process = self.processes.get(ev.tgid, &comm_str(&ev.comm));
                 let mut conn = Conn::new(Arc::new(ConnMeta::from_event(&ev, process)), ev.ts_ns);
                 self.pair(&mut conn);
@@ -179,8 +210,14 @@ impl ConnsStage {
     fn data(&mut self, d: DataEvent, out: &mut Vec<Parsed>) {
         let h = &d.header;
         tracing::trace!(
-            conn = h.conn_id, pid = h.tgid, dir = h.direction, syscall = h.syscall,
-            moved = h.ret_len, captured = h.cap_len, flags = h.flags, "data"
+            conn = h.conn_id,
+            pid = h.tgid,
+            dir = h.direction,
+            syscall = h.syscall,
+            moved = h.ret_len,
+            captured = h.cap_len,
+            flags = h.flags,
+            "data"
         );
         let Some(conn) = self.table.get_mut(h.conn_id) else {
             self.sink.stats.data_unknown_conn.inc();
@@ -188,7 +225,11 @@ impl ConnsStage {
         };
         conn.last_seen = h.ts_exit_ns;
         let seg = Segment {
-            dir: if h.direction == direction::INGRESS { Direction::Ingress } else { Direction::Egress },
+            dir: if h.direction == direction::INGRESS {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            },
             bytes: &d.bytes,
             missing: h.ret_len.saturating_sub(d.bytes.len() as u64),
             lost_before: h.flags & flags::LOST_BEFORE != 0,
@@ -252,7 +293,10 @@ impl ConnsStage {
             }
             self.sink.collect(conn, out);
         }
-        for id in self.table.idle_since(now.saturating_sub(self.cfg.idle_timeout_ns)) {
+        for id in self
+            .table
+            .idle_since(now.saturating_sub(self.cfg.idle_timeout_ns))
+        {
             if let Some(mut conn) = self.table.remove(id) {
                 self.sink.stats.conns_expired_idle.inc();
                 self.finish(&mut conn, now, out);

@@ -82,7 +82,10 @@ impl<R: Rng> Linker<R> {
     /// The node of `key`, created with a fresh span id. An evicted node's waiters are released.
     fn node(&mut self, key: ExchangeKey, out: &mut Vec<SpanRecord>) -> &mut Node {
         if !self.nodes.contains(&key) {
-            let node = Node { span_id: self.span_id(), ..Node::default() };
+            let node = Node {
+                span_id: self.span_id(),
+                ..Node::default()
+            };
             if let Some((_, evicted)) = self.nodes.push(key, node) {
                 for w in evicted.waiters {
                     self.release_as_root(w.span, out);
@@ -116,7 +119,8 @@ impl<R: Rng> Linker<R> {
             (Some(_), _) => self.release_as_root(span, out),
             (None, _) => {
                 pnode.waiters.push(Waiting { span, link });
-                self.deadlines.push_back((now.saturating_add(self.hold_ns), pkey));
+                self.deadlines
+                    .push_back((now.saturating_add(self.hold_ns), pkey));
             }
         }
     }
@@ -128,7 +132,13 @@ impl<R: Rng> Linker<R> {
     }
 
     /// Give `span` its trace, emit it, then release the children that waited for it.
-    fn resolve(&mut self, span: SpanRecord, trace: [u8; 16], link: LinkKind, out: &mut Vec<SpanRecord>) {
+    fn resolve(
+        &mut self,
+        span: SpanRecord,
+        trace: [u8; 16],
+        link: LinkKind,
+        out: &mut Vec<SpanRecord>,
+    ) {
         let mut stack = vec![(span, trace, link)];
         while let Some((mut span, trace, link)) = stack.pop() {
             span.trace_id = trace;
@@ -163,7 +173,11 @@ impl<R: Rng> Linker<R> {
                 break;
             }
             self.deadlines.pop_front();
-            let waiters = self.nodes.peek_mut(&pkey).map(|n| std::mem::take(&mut n.waiters)).unwrap_or_default();
+            let waiters = self
+                .nodes
+                .peek_mut(&pkey)
+                .map(|n| std::mem::take(&mut n.waiters))
+                .unwrap_or_default();
             for w in waiters {
                 self.timed_out += 1;
                 self.release_as_root(w.span, out);
@@ -179,7 +193,8 @@ impl<R: Rng> Linker<R> {
 
 /// Whether the child span lies within its parent's interval (with slack).
 fn inside(child: &SpanRecord, (start, end): (u64, u64)) -> bool {
-    child.start_mono_ns.saturating_add(TOLERANCE_NS) >= start && child.end_mono_ns <= end.saturating_add(TOLERANCE_NS)
+    child.start_mono_ns.saturating_add(TOLERANCE_NS) >= start
+        && child.end_mono_ns <= end.saturating_add(TOLERANCE_NS)
 }
 
 pub async fn run(
@@ -244,7 +259,10 @@ mod tests {
             process: Default::default(),
             tid: 1,
             conn_id: conn,
-            endpoints: Endpoints { local: (ip, 1), remote: (ip, 2) },
+            endpoints: Endpoints {
+                local: (ip, 1),
+                remote: (ip, 2),
+            },
             start_mono_ns: start,
             end_mono_ns: end,
             context_headers: vec![],
@@ -255,7 +273,11 @@ mod tests {
     }
 
     fn linker() -> Linker<rand::rngs::StdRng> {
-        Linker::new(rand::rngs::StdRng::seed_from_u64(7), 1024, Duration::from_secs(5))
+        Linker::new(
+            rand::rngs::StdRng::seed_from_u64(7),
+            1024,
+            Duration::from_secs(5),
+        )
     }
 
     fn key(conn: u64, seq: u64) -> ExchangeKey {
@@ -304,7 +326,10 @@ mod tests {
         let c = out.iter().find(|s| s.conn_id == 2).unwrap();
         assert_eq!(c.link, LinkKind::Root);
         assert_eq!(c.parent_span_id, None);
-        assert_ne!(c.trace_id, out.iter().find(|s| s.conn_id == 1).unwrap().trace_id);
+        assert_ne!(
+            c.trace_id,
+            out.iter().find(|s| s.conn_id == 1).unwrap().trace_id
+        );
     }
 
     #[test]
@@ -328,17 +353,27 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut s = span(1, 0, SpanKind::Server, 10, 20);
-        s.context_headers = vec![("traceparent".into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into())];
+        s.context_headers = vec![(
+            "traceparent".into(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        )];
         s.conn_parent = Some(key(9, 0));
         l.link(s, 0, &mut out);
         assert_eq!(out[0].link, LinkKind::Header);
         assert_eq!(out[0].trace_id[0], 0x4b);
-        assert_eq!(out[0].parent_span_id, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert_eq!(
+            out[0].parent_span_id,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
     }
 
     #[test]
     fn bounded_nodes_release_waiters() {
-        let mut l = Linker::new(rand::rngs::StdRng::seed_from_u64(1), 2, Duration::from_secs(5));
+        let mut l = Linker::new(
+            rand::rngs::StdRng::seed_from_u64(1),
+            2,
+            Duration::from_secs(5),
+        );
         let mut out = vec![];
         let mut child = span(2, 0, SpanKind::Server, 10, 20);
         child.conn_parent = Some(key(1, 0));
@@ -346,7 +381,9 @@ mod tests {
         for c in 10..20 {
             l.link(span(c, 0, SpanKind::Client, 1, 2), 0, &mut out);
         }
-        assert!(out.iter().any(|s| s.conn_id == 2 && s.link == LinkKind::Root));
+        assert!(out
+            .iter()
+            .any(|s| s.conn_id == 2 && s.link == LinkKind::Root));
         assert_eq!(out.len(), 11);
     }
 }

@@ -43,16 +43,25 @@ pub fn decode(b: &[u8]) -> Result<RawEvent, DecodeError> {
         kind::CONN_OPEN => Ok(RawEvent::Open(read::<ConnEvent>(b)?)),
         kind::CONN_CLOSE => {
             let ev: ConnEvent = read(b)?;
-            Ok(RawEvent::Close { conn_id: ev.conn_id, ts_ns: ev.ts_ns })
+            Ok(RawEvent::Close {
+                conn_id: ev.conn_id,
+                ts_ns: ev.ts_ns,
+            })
         }
         kind::DATA => {
             let header: DataHeader = read(b)?;
             let claimed = header.cap_len as usize;
             let body = &b[size_of::<DataHeader>()..];
             if claimed > MAX_CAPTURE || claimed > body.len() {
-                return Err(DecodeError::BadLength { claimed, carried: body.len() });
+                return Err(DecodeError::BadLength {
+                    claimed,
+                    carried: body.len(),
+                });
             }
-            Ok(RawEvent::Data(DataEvent { header, bytes: Bytes::copy_from_slice(&body[..claimed]) }))
+            Ok(RawEvent::Data(DataEvent {
+                header,
+                bytes: Bytes::copy_from_slice(&body[..claimed]),
+            }))
         }
         k => Err(DecodeError::UnknownKind(k)),
     }
@@ -142,7 +151,14 @@ mod tests {
 
     #[test]
     fn decodes_data_and_rejects_bad_lengths() {
-        let mut h = DataHeader { header: EventHeader { kind: kind::DATA, _pad: 0 }, cap_len: 3, ..Default::default() };
+        let mut h = DataHeader {
+            header: EventHeader {
+                kind: kind::DATA,
+                _pad: 0,
+            },
+            cap_len: 3,
+            ..Default::default()
+        };
         let mut b = bytes_of(&h);
         b.extend_from_slice(b"abc");
         match decode(&b) {
@@ -152,7 +168,13 @@ mod tests {
         h.cap_len = 10;
         let mut b = bytes_of(&h);
         b.extend_from_slice(b"abc");
-        assert_eq!(decode(&b).unwrap_err(), DecodeError::BadLength { claimed: 10, carried: 3 });
+        assert_eq!(
+            decode(&b).unwrap_err(),
+            DecodeError::BadLength {
+                claimed: 10,
+                carried: 3
+            }
+        );
         assert_eq!(decode(&[1, 2]).unwrap_err(), DecodeError::Short(2));
         let mut b = bytes_of(&h);
         b[0] = 99;
@@ -161,9 +183,30 @@ mod tests {
 
     #[test]
     fn decodes_open_and_close() {
-        let ev = ConnEvent { header: EventHeader { kind: kind::CONN_OPEN, _pad: 0 }, conn_id: 7, ..Default::default() };
+        let ev = ConnEvent {
+            header: EventHeader {
+                kind: kind::CONN_OPEN,
+                _pad: 0,
+            },
+            conn_id: 7,
+            ..Default::default()
+        };
         assert!(matches!(decode(&bytes_of(&ev)), Ok(RawEvent::Open(e)) if e.conn_id == 7));
-        let ev = ConnEvent { header: EventHeader { kind: kind::CONN_CLOSE, _pad: 0 }, conn_id: 8, ts_ns: 5, ..Default::default() };
-        assert!(matches!(decode(&bytes_of(&ev)), Ok(RawEvent::Close { conn_id: 8, ts_ns: 5 })));
+        let ev = ConnEvent {
+            header: EventHeader {
+                kind: kind::CONN_CLOSE,
+                _pad: 0,
+            },
+            conn_id: 8,
+            ts_ns: 5,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode(&bytes_of(&ev)),
+            Ok(RawEvent::Close {
+                conn_id: 8,
+                ts_ns: 5
+            })
+        ));
     }
 }

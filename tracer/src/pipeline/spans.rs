@@ -66,18 +66,34 @@ fn split_host(h: &str) -> (&str, Option<u16>) {
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The span of one HTTP/1.x exchange.
-pub fn http1_span(ex: &Exchange, meta: &Arc<ConnMeta>, clock: &Clock, opts: SpanOptions) -> SpanRecord {
-    let kind = if ex.role == Role::Client { SpanKind::Client } else { SpanKind::Server };
+pub fn http1_span(
+    ex: &Exchange,
+    meta: &Arc<ConnMeta>,
+    clock: &Clock,
+    opts: SpanOptions,
+) -> SpanRecord {
+    let kind = if ex.role == Role::Client {
+        SpanKind::Client
+    } else {
+        SpanKind::Server
+    };
     let req = &ex.request;
     let mut a = Vec::with_capacity(16);
     a.push(KeyValue::new("http.request.method", req.method.as_str()));
     a.push(KeyValue::new("url.path", req.path.as_str()));
     if let Some(q) = &req.query {
-        let q = if opts.show_query_values { q.clone() } else { redact_query(q) };
+        let q = if opts.show_query_values {
+            q.clone()
+        } else {
+            redact_query(q)
+        };
         a.push(KeyValue::new("url.query", q));
     }
     let (local, remote) = (meta.endpoints.local, meta.endpoints.remote);
@@ -86,7 +102,10 @@ pub fn http1_span(ex: &Exchange, meta: &Arc<ConnMeta>, clock: &Clock, opts: Span
         SpanKind::Server => {
             let addr = host.map_or_else(|| local.0.to_string(), |(h, _)| h.to_string());
             a.push(KeyValue::new("server.address", addr));
-            a.push(KeyValue::new("server.port", host.and_then(|(_, p)| p).unwrap_or(local.1)));
+            a.push(KeyValue::new(
+                "server.port",
+                host.and_then(|(_, p)| p).unwrap_or(local.1),
+            ));
             a.push(KeyValue::new("client.address", remote.0.to_string()));
             a.push(KeyValue::new("client.port", remote.1));
         }
@@ -99,31 +118,46 @@ pub fn http1_span(ex: &Exchange, meta: &Arc<ConnMeta>, clock: &Clock, opts: Span
     a.push(KeyValue::new("network.peer.address", remote.0.to_string()));
     a.push(KeyValue::new("network.peer.port", remote.1));
     a.push(KeyValue::new("network.protocol.name", "http"));
-    a.push(KeyValue::new("network.protocol.version", if req.version_minor == 0 { "1.0" } else { "1.1" }));
+    a.push(KeyValue::new(
+        "network.protocol.version",
+        if req.version_minor == 0 { "1.0" } else { "1.1" },
+    ));
     if let Some(ua) = header(&req.headers, "user-agent") {
         a.push(KeyValue::new("user_agent.original", ua));
     }
-    a.push(KeyValue::new("http.request.body.size", ex.request_body_size));
+    a.push(KeyValue::new(
+        "http.request.body.size",
+        ex.request_body_size,
+    ));
 
     let status = match (&ex.response, ex.outcome) {
         (Some(resp), _) => {
             a.push(KeyValue::new("http.response.status_code", resp.status));
-            a.push(KeyValue::new("http.response.body.size", ex.response_body_size));
+            a.push(KeyValue::new(
+                "http.response.body.size",
+                ex.response_body_size,
+            ));
             let failed = resp.status >= 500 || (kind == SpanKind::Client && resp.status >= 400);
             if failed {
                 a.push(KeyValue::new("error.type", resp.status.to_string()));
-                SpanStatus::Error { message: format!("HTTP {}", resp.status) }
+                SpanStatus::Error {
+                    message: format!("HTTP {}", resp.status),
+                }
             } else {
                 SpanStatus::Unset
             }
         }
         (None, Outcome::Timeout) => {
             a.push(KeyValue::new("error.type", "timeout"));
-            SpanStatus::Error { message: "no response before the request timeout".into() }
+            SpanStatus::Error {
+                message: "no response before the request timeout".into(),
+            }
         }
         (None, _) => {
             a.push(KeyValue::new("error.type", "connection_closed"));
-            SpanStatus::Error { message: "connection closed before a response".into() }
+            SpanStatus::Error {
+                message: "connection closed before a response".into(),
+            }
         }
     };
     let context_headers = req

@@ -54,8 +54,12 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    pub const ALL: [ParseError; 4] =
-        [Self::Garbage, Self::TooLarge, Self::Desync, Self::TooManyPending];
+    pub const ALL: [ParseError; 4] = [
+        Self::Garbage,
+        Self::TooLarge,
+        Self::Desync,
+        Self::TooManyPending,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,5 +113,8 @@ pub static PROTOCOLS: &[&dyn Protocol] = &[&http1::Http1];
 
 /// The first protocol that recognises `first`.
 pub fn detect(first: &[u8], dir: Direction, role: Role) -> Option<&'static dyn Protocol> {
-    PROTOCOLS.iter().copied().find(|p| p.detect(first, dir, role))
+    PROTOCOLS
+        .iter()
+        .copied()
+        .find(|p| p.detect(first, dir, role))
 }

@@ -58,9 +58,17 @@ pub fn wrk(port: u16, threads: u32, conns: u32, secs: u64) -> Result<WrkResult> 
     let errors = text
         .lines()
         .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
-        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()).filter_map(|v| v.parse::<u64>().ok()).collect::<Vec<_>>())
+        .flat_map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|v| v.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
         .sum();
-    Ok(WrkResult { rps, requests, errors })
+    Ok(WrkResult {
+        rps,
+        requests,
+        errors,
+    })
 }
 
 /// What a generator run measured. Latencies are in microseconds.
@@ -105,15 +113,25 @@ fn content_length(head: &[u8]) -> usize {
     head.lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0)
 }
 
 impl Client {
     fn new(addr: SocketAddr, path: &str) -> Self {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: xtask-bench\r\n\r\n", addr.port());
-        Self { addr, stream: None, buf: Vec::with_capacity(4096), request: request.into_bytes() }
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: xtask-bench\r\n\r\n",
+            addr.port()
+        );
+        Self {
+            addr,
+            stream: None,
+            buf: Vec::with_capacity(4096),
+            request: request.into_bytes(),
+        }
     }
 
     /// One request/response exchange; reconnects when the server closed the connection.
@@ -146,7 +164,9 @@ impl Client {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
                 let total = end + 4 + content_length(&self.buf[..end]);
                 if self.buf.len() >= total {
-                    let close = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase().contains("connection: close");
+                    let close = String::from_utf8_lossy(&self.buf[..end])
+                        .to_ascii_lowercase()
+                        .contains("connection: close");
                     self.buf.drain(..total);
                     if close {
                         self.stream = None;
@@ -171,7 +191,9 @@ fn new_hist() -> Histogram<u64> {
 pub fn generate(addr: SocketAddr, path: &str, conns: usize, mode: Mode) -> Result<LoadResult> {
     let path = path.to_string();
     std::thread::spawn(move || -> Result<LoadResult> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async move {
             let hist = Rc::new(RefCell::new(new_hist()));
             let errors = Rc::new(RefCell::new(0u64));
@@ -183,7 +205,13 @@ pub fn generate(addr: SocketAddr, path: &str, conns: usize, mode: Mode) -> Resul
             let start = tokio::time::Instant::now() + Duration::from_millis(50);
             let local = tokio::task::LocalSet::new();
             for i in 0..conns {
-                let (hist, errors, ok, remaining, path) = (hist.clone(), errors.clone(), ok.clone(), remaining.clone(), path.clone());
+                let (hist, errors, ok, remaining, path) = (
+                    hist.clone(),
+                    errors.clone(),
+                    ok.clone(),
+                    remaining.clone(),
+                    path.clone(),
+                );
                 local.spawn_local(async move {
                     let mut c = Client::new(addr, &path);
                     match mode {
@@ -228,7 +256,9 @@ pub fn generate(addr: SocketAddr, path: &str, conns: usize, mode: Mode) -> Resul
                                 match c.exchange().await {
                                     Ok(()) => {
                                         *ok.borrow_mut() += 1;
-                                        let _ = hist.borrow_mut().record((t.elapsed().as_micros() as u64).max(1));
+                                        let _ = hist
+                                            .borrow_mut()
+                                            .record((t.elapsed().as_micros() as u64).max(1));
                                     }
                                     Err(_) => {
                                         *errors.borrow_mut() += 1;
@@ -246,7 +276,12 @@ pub fn generate(addr: SocketAddr, path: &str, conns: usize, mode: Mode) -> Resul
             let elapsed = start.elapsed().as_secs_f64();
             let hist = hist.borrow().clone();
             let (ok, errors) = (*ok.borrow(), *errors.borrow());
-            Ok(LoadResult { ok, errors, elapsed, hist })
+            Ok(LoadResult {
+                ok,
+                errors,
+                elapsed,
+                hist,
+            })
         })
     })
     .join()
@@ -255,11 +290,13 @@ pub fn generate(addr: SocketAddr, path: &str, conns: usize, mode: Mode) -> Resul
 
 /// Open `n` keep-alive connections, make one request on each, and keep them open (idle).
 pub fn open_idle(port: u16, n: usize) -> Result<Vec<TcpStream>> {
-    let req = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: xtask-bench-idle\r\n\r\n");
+    let req =
+        format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: xtask-bench-idle\r\n\r\n");
     let mut out = Vec::with_capacity(n);
     let mut buf = vec![0u8; 8192];
     for i in 0..n {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("idle connection {i}"))?;
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .with_context(|| format!("idle connection {i}"))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         s.write_all(req.as_bytes())?;
         let mut got = Vec::new();

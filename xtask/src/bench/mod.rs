@@ -12,10 +12,7 @@ mod report;
 mod scenarios;
 mod sink;
 
-use std::{
-    path::PathBuf,
-    process::Command,
-};
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
@@ -76,11 +73,17 @@ impl Plan {
             wrk_conns: 32,
             lat_conns: 32,
             idle_conns: 10_000,
-            mem_requests: if quick { [100_000, 200_000] } else { [100_000, 1_000_000] },
+            mem_requests: if quick {
+                [100_000, 200_000]
+            } else {
+                [100_000, 1_000_000]
+            },
             span_rates: if quick {
                 &[10_000.0, 25_000.0]
             } else {
-                &[5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0]
+                &[
+                    5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0,
+                ]
             },
             py_rate: 200.0,
             py_conns: 8,
@@ -111,7 +114,9 @@ pub fn main(args: BenchArgs) -> Result<()> {
         // command from a release build of xtask.
         eprintln!("bench: building xtask with optimisations for the load generator");
         let argv: Vec<String> = std::env::args().skip(1).collect();
-        return run(cargo().args(["run", "--quiet", "--release", "-p", "xtask", "--"]).args(argv));
+        return run(cargo()
+            .args(["run", "--quiet", "--release", "-p", "xtask", "--"])
+            .args(argv));
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -125,7 +130,16 @@ pub fn main(args: BenchArgs) -> Result<()> {
     setup::peers(&setup::BENCH_PEERS)?;
     if !args.no_build {
         run(cargo().args(["build", "--release", "-p", "tracer"]))?;
-        run(cargo().args(["build", "--release", "-p", "tracer", "--features", "noop-probes", "--target-dir", "target/noop"]))?;
+        run(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "tracer",
+            "--features",
+            "noop-probes",
+            "--target-dir",
+            "target/noop",
+        ]))?;
         run(cargo().args(["bench", "--no-run", "-p", "tracer", "--bench", "pipeline"]))?;
     }
     let nofile = procs::raise_nofile(65_536)?;
@@ -138,7 +152,10 @@ pub fn main(args: BenchArgs) -> Result<()> {
 
     let tracer = root.join("target/release/tracer");
     let noop = root.join("target/noop/release/tracer");
-    let help = Command::new(&tracer).arg("--help").output().context("running tracer --help")?;
+    let help = Command::new(&tracer)
+        .arg("--help")
+        .output()
+        .context("running tracer --help")?;
     let help = String::from_utf8_lossy(&help.stdout).to_string();
     let (sink_proc, sink_port) = peers::sink()?;
     let otlp_url = format!("http://127.0.0.1:{sink_port}");
@@ -148,12 +165,24 @@ pub fn main(args: BenchArgs) -> Result<()> {
         if help.contains("--otlp-protocol") {
             agent_args.extend(["--otlp-protocol".to_string(), "http/protobuf".to_string()]);
         }
-        format!("OTLP/HTTP protobuf to a local sink ({})", agent_args.join(" "))
+        format!(
+            "OTLP/HTTP protobuf to a local sink ({})",
+            agent_args.join(" ")
+        )
     } else {
         "none: this build has no --otlp-endpoint, spans are built and dropped (--quiet)".to_string()
     };
     eprintln!("bench: variant (b) exports {export_mode}");
-    let ctx = Ctx { plan, root: root.clone(), dir, tracer, noop, agent_args, export_mode, otlp_url };
+    let ctx = Ctx {
+        plan,
+        root: root.clone(),
+        dir,
+        tracer,
+        noop,
+        agent_args,
+        export_mode,
+        otlp_url,
+    };
 
     let want = |n: u32| args.only.is_empty() || args.only.contains(&n);
     let mut results = serde_json::Map::new();
@@ -195,23 +224,41 @@ pub fn main(args: BenchArgs) -> Result<()> {
     if want(5) {
         record("5_python", scenarios::python(&ctx));
     }
-    drop(record);
     let mut sink_proc = sink_proc;
     let sink_lines = sink_proc.stop();
     let elapsed = t0.elapsed().as_secs_f64();
     if let Some(Value::Object(run)) = results.get_mut("run") {
-        run.insert("otlp_sink".into(), json!(sink_lines.iter().find(|l| l.contains("requests")).cloned().unwrap_or_default()));
+        run.insert(
+            "otlp_sink".into(),
+            json!(sink_lines
+                .iter()
+                .find(|l| l.contains("requests"))
+                .cloned()
+                .unwrap_or_default()),
+        );
         run.insert("elapsed_secs".into(), json!(elapsed));
         run.insert("load_average_end".into(), json!(procs::loadavg()));
     }
     let targets = scenarios::targets(&results);
     println!("\n{}", targets.markdown());
     tables.push(targets);
-    let out = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
-    procs::write(&out, &serde_json::to_string_pretty(&Value::Object(results))?)?;
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
+    procs::write(
+        &out,
+        &serde_json::to_string_pretty(&Value::Object(results))?,
+    )?;
     let md: String = tables.iter().map(|t| t.markdown() + "\n").collect();
     procs::write(&out.with_extension("md"), &md)?;
-    eprintln!("bench: done in {:.0} s; results in {} and {}", elapsed, out.display(), out.with_extension("md").display());
+    eprintln!(
+        "bench: done in {:.0} s; results in {} and {}",
+        elapsed,
+        out.display(),
+        out.with_extension("md").display()
+    );
     Ok(())
 }
 

@@ -18,7 +18,14 @@ pub fn nginx(dir: &Path) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let www = dir.join("www");
     write(&www.join("index.html"), BODY)?;
-    for d in ["tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"] {
+    for d in [
+        "tmp/body",
+        "tmp/proxy",
+        "tmp/fastcgi",
+        "tmp/uwsgi",
+        "tmp/scgi",
+        "logs",
+    ] {
         std::fs::create_dir_all(dir.join(d))?;
     }
     let conf = format!(
@@ -101,31 +108,57 @@ impl Agent {
 
     /// CPU seconds since ready.
     pub fn cpu(&self) -> f64 {
-        cpu_secs(self.pid()).map(|c| c - self.cpu0).unwrap_or(f64::NAN)
+        cpu_secs(self.pid())
+            .map(|c| c - self.cpu0)
+            .unwrap_or(f64::NAN)
     }
 
     /// Stop (SIGINT: flush and summary) and parse the exit summary.
     pub fn finish(mut self) -> Result<AgentReport> {
         let cpu = self.cpu();
         let lines = self.proc.stop_with(libc::SIGINT, Duration::from_secs(60));
-        let summary: Vec<String> = lines.iter().filter(|l| l.starts_with("tracer:")).cloned().collect();
+        let summary: Vec<String> = lines
+            .iter()
+            .filter(|l| l.starts_with("tracer:"))
+            .cloned()
+            .collect();
         let spans = summary
             .iter()
-            .find_map(|l| l.strip_prefix("tracer: ")?.split_once(" spans from ").map(|(n, _)| n.trim().parse::<u64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix("tracer: ")?
+                    .split_once(" spans from ")
+                    .map(|(n, _)| n.trim().parse::<u64>().ok())
+            })
             .flatten()
-            .with_context(|| format!("no span count in the agent's exit summary:\n{}", lines.join("\n")))?;
+            .with_context(|| {
+                format!(
+                    "no span count in the agent's exit summary:\n{}",
+                    lines.join("\n")
+                )
+            })?;
         let num_after = |key: &str| -> u64 {
             summary
                 .iter()
                 .find_map(|l| {
                     let i = l.find(key)?;
-                    l[i + key.len()..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+                    l[i + key.len()..]
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse()
+                        .ok()
                 })
                 .unwrap_or(0)
         };
         let ring_drops = num_after("ring buffer data=") + num_after(" conn=");
-        let export_drops = num_after("export queue=") + num_after("queue_full=") + num_after("export_failed=");
-        Ok(AgentReport { cpu, spans, ring_drops, export_drops, summary })
+        let export_drops =
+            num_after("export queue=") + num_after("queue_full=") + num_after("export_failed=");
+        Ok(AgentReport {
+            cpu,
+            spans,
+            ring_drops,
+            export_drops,
+            summary,
+        })
     }
 }
 
@@ -157,7 +190,9 @@ fn count_fds(pid: u32, what: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.filter_map(|e| e.ok())
-                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains(what)))
+                .filter(|e| {
+                    std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains(what))
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -174,7 +209,10 @@ impl Bpftrace {
         let deadline = Instant::now() + Duration::from_secs(60);
         while count_fds(proc.pid(), "perf_event") < 16 {
             if Instant::now() > deadline {
-                bail!("bpftrace did not attach within 60 s: {}", proc.lines().join("\n"));
+                bail!(
+                    "bpftrace did not attach within 60 s: {}",
+                    proc.lines().join("\n")
+                );
             }
             if cpu_secs(proc.pid()).is_err() {
                 bail!("bpftrace exited: {}", proc.lines().join("\n"));
@@ -237,7 +275,9 @@ pub fn flask(dir: &Path, sdk_otlp_url: Option<&str>) -> Result<(Proc, u16)> {
     let mut cmd = Command::new("python3");
     cmd.arg(&app);
     if let Some(url) = sdk_otlp_url {
-        cmd.env("BENCH_OTEL_SDK", "1").env("BENCH_OTLP_URL", url).env("OTEL_SERVICE_NAME", "bench-flask");
+        cmd.env("BENCH_OTEL_SDK", "1")
+            .env("BENCH_OTLP_URL", url)
+            .env("OTEL_SERVICE_NAME", "bench-flask");
     }
     let mut p = Proc::start("flask", &mut cmd, true)?;
     let line = p.wait_line("port ", Duration::from_secs(60))?;
@@ -252,7 +292,12 @@ pub fn prog_ids(pid: u32) -> Vec<u64> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter_map(|s| s.lines().find_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok())))
+                .filter_map(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("prog_id:")
+                            .and_then(|v| v.trim().parse().ok())
+                    })
+                })
                 .collect()
         })
         .unwrap_or_default();

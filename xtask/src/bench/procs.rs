@@ -22,7 +22,11 @@ pub struct Proc {
     exited: bool,
 }
 
-fn pump(r: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>, keep: bool) -> thread::JoinHandle<()> {
+fn pump(
+    r: impl Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+    keep: bool,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut r = BufReader::new(r);
         let mut line = String::new();
@@ -49,14 +53,26 @@ impl Proc {
     /// otherwise discarded.
     pub fn start(name: &str, cmd: &mut Command, capture_stdout: bool) -> Result<Self> {
         cmd.stdin(Stdio::null()).stderr(Stdio::piped());
-        cmd.stdout(if capture_stdout { Stdio::piped() } else { Stdio::null() });
-        let mut child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
+        cmd.stdout(if capture_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let mut readers = vec![pump(child.stderr.take().unwrap(), lines.clone(), true)];
         if let Some(out) = child.stdout.take() {
             readers.push(pump(out, lines.clone(), true));
         }
-        Ok(Self { name: name.into(), child, lines, readers, exited: false })
+        Ok(Self {
+            name: name.into(),
+            child,
+            lines,
+            readers,
+            exited: false,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -71,16 +87,30 @@ impl Proc {
     pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return Ok(l.clone());
             }
             if let Ok(Some(st)) = self.child.try_wait() {
                 self.exited = true;
                 thread::sleep(Duration::from_millis(100));
-                bail!("{} exited with {st} before printing `{needle}`:\n{}", self.name, self.lines().join("\n"));
+                bail!(
+                    "{} exited with {st} before printing `{needle}`:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} did not print `{needle}` within {timeout:?}:\n{}", self.name, self.lines().join("\n"));
+                bail!(
+                    "{} did not print `{needle}` within {timeout:?}:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -124,7 +154,8 @@ impl Drop for Proc {
 
 /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
 pub fn cpu_secs(pid: u32) -> Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &s[s.rfind(')').context("bad /proc stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -171,20 +202,36 @@ pub fn wait_port(port: u16, timeout: Duration) -> Result<()> {
 /// Raise this process's open-file limit (children inherit it) to `n`, or to the hard limit when
 /// that is lower (raising the hard limit needs CAP_SYS_RESOURCE, which root may lack here).
 pub fn raise_nofile(n: u64) -> Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid out-pointer.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        bail!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+        bail!(
+            "getrlimit(RLIMIT_NOFILE): {}",
+            std::io::Error::last_os_error()
+        );
     }
-    let want = libc::rlimit { rlim_cur: n, rlim_max: n.max(lim.rlim_max) };
+    let want = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n.max(lim.rlim_max),
+    };
     // SAFETY: valid pointer to an initialised rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
         return Ok(n);
     }
-    let soft = libc::rlimit { rlim_cur: n.min(lim.rlim_max), rlim_max: lim.rlim_max };
+    let soft = libc::rlimit {
+        rlim_cur: n.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
     // SAFETY: as above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) } != 0 {
-        bail!("setrlimit(RLIMIT_NOFILE, {}): {}", soft.rlim_cur, std::io::Error::last_os_error());
+        bail!(
+            "setrlimit(RLIMIT_NOFILE, {}): {}",
+            soft.rlim_cur,
+            std::io::Error::last_os_error()
+        );
     }
     Ok(soft.rlim_cur)
 }

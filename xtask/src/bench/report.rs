@@ -14,12 +14,26 @@ pub struct Spread {
 pub fn spread(v: &[f64]) -> Spread {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if s.is_empty() {
-        return Spread { median: f64::NAN, min: f64::NAN, max: f64::NAN, n: 0 };
+        return Spread {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+            n: 0,
+        };
     }
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = s.len();
-    let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
-    Spread { median, min: s[0], max: s[n - 1], n }
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Spread {
+        median,
+        min: s[0],
+        max: s[n - 1],
+        n,
+    }
 }
 
 impl Spread {
@@ -35,7 +49,10 @@ impl Spread {
         if self.n == 1 {
             return format!("{:.*}", digits, self.median);
         }
-        format!("{:.*} [{:.*}–{:.*}]", digits, self.median, digits, self.min, digits, self.max)
+        format!(
+            "{:.*} [{:.*}–{:.*}]",
+            digits, self.median, digits, self.min, digits, self.max
+        )
     }
 }
 
@@ -49,7 +66,11 @@ pub struct Table {
 
 impl Table {
     pub fn new(title: &str, header: &[&str]) -> Self {
-        Self { title: title.into(), header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+        Self {
+            title: title.into(),
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {

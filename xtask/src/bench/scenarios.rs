@@ -76,8 +76,14 @@ struct Stopped {
 fn start(ctx: &Ctx, v: V, extra: &[String]) -> Result<Running> {
     Ok(match v {
         V::A => Running::None,
-        V::B => Running::Agent(Agent::start(&ctx.tracer, &[ctx.agent_args.clone(), extra.to_vec()].concat())?),
-        V::C => Running::Agent(Agent::start(&ctx.noop, &[vec!["--quiet".to_string()], extra.to_vec()].concat())?),
+        V::B => Running::Agent(Agent::start(
+            &ctx.tracer,
+            &[ctx.agent_args.clone(), extra.to_vec()].concat(),
+        )?),
+        V::C => Running::Agent(Agent::start(
+            &ctx.noop,
+            &[vec!["--quiet".to_string()], extra.to_vec()].concat(),
+        )?),
         V::D => Running::Bpf(Bpftrace::start(&subdir(ctx, "bpftrace")?)?),
     })
 }
@@ -85,8 +91,14 @@ fn start(ctx: &Ctx, v: V, extra: &[String]) -> Result<Running> {
 fn stop(r: Running) -> Result<Stopped> {
     Ok(match r {
         Running::None => Stopped::default(),
-        Running::Agent(a) => Stopped { agent: Some(a.finish()?), bpftrace_lost: None },
-        Running::Bpf(b) => Stopped { agent: None, bpftrace_lost: Some(b.finish()) },
+        Running::Agent(a) => Stopped {
+            agent: Some(a.finish()?),
+            bpftrace_lost: None,
+        },
+        Running::Bpf(b) => Stopped {
+            agent: None,
+            bpftrace_lost: Some(b.finish()),
+        },
     })
 }
 
@@ -109,7 +121,10 @@ const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
     fn enable() -> Result<Self> {
-        let old = std::fs::read_to_string(BPF_STATS).context("reading kernel.bpf_stats_enabled")?.trim().to_string();
+        let old = std::fs::read_to_string(BPF_STATS)
+            .context("reading kernel.bpf_stats_enabled")?
+            .trim()
+            .to_string();
         std::fs::write(BPF_STATS, "1").context("setting kernel.bpf_stats_enabled=1")?;
         Ok(Self { old })
     }
@@ -123,7 +138,10 @@ impl Drop for BpfStats {
 
 /// (name, run_cnt, run_time_ns) of the programs with these ids.
 fn prog_stats(ids: &[u64]) -> Result<Vec<(String, u64, u64)>> {
-    let out = Command::new("bpftool").args(["prog", "show", "-j"]).output().context("running bpftool")?;
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+        .context("running bpftool")?;
     let all: Value = serde_json::from_slice(&out.stdout).context("parsing bpftool prog show -j")?;
     let mut v = Vec::new();
     for p in all.as_array().cloned().unwrap_or_default() {
@@ -152,9 +170,17 @@ fn ns_per_run(cnt: u64, ns: u64) -> f64 {
 /// X one of the byte-moving syscalls.
 fn is_data_prog(name: &str) -> bool {
     let n = name.trim_start_matches("sys_");
-    ["read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile", "recvms", "sendms", "recvfr"]
-        .iter()
-        .any(|s| n == format!("enter_{s}") || n == format!("exit_{s}") || n.starts_with(&format!("exit_{s}")) || n.starts_with(&format!("enter_{s}")))
+    [
+        "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile",
+        "recvms", "sendms", "recvfr",
+    ]
+    .iter()
+    .any(|s| {
+        n == format!("enter_{s}")
+            || n == format!("exit_{s}")
+            || n.starts_with(&format!("exit_{s}"))
+            || n.starts_with(&format!("enter_{s}"))
+    })
 }
 
 /// Scenario 1 (and 2): nginx + wrk / fixed-rate load, variants a-d.
@@ -164,8 +190,9 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     // Calibration (untraced): the fixed rate is half of this.
     let _ = load::wrk(port, p.wrk_threads, p.wrk_conns, 1)?;
-    let cal: Vec<f64> =
-        (0..if p.quick { 1 } else { 2 }).map(|_| load::wrk(port, p.wrk_threads, p.wrk_conns, p.secs).map(|r| r.rps)).collect::<Result<_>>()?;
+    let cal: Vec<f64> = (0..if p.quick { 1 } else { 2 })
+        .map(|_| load::wrk(port, p.wrk_threads, p.wrk_conns, p.secs).map(|r| r.rps))
+        .collect::<Result<_>>()?;
     let max_a = median(&cal);
     let rate = (max_a * 0.5).round();
     eprintln!("bench[1]: untraced max {max_a:.0} req/s; fixed rate for latency {rate:.0} req/s");
@@ -181,7 +208,13 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     let mut export_drops = [0u64; 2];
     for rep in 0..p.reps {
         let order = shuffled(&ALL);
-        eprintln!("bench[1]: throughput rep {}/{} order {:?} (load {:.2})", rep + 1, p.reps, order, loadavg());
+        eprintln!(
+            "bench[1]: throughput rep {}/{} order {:?} (load {:.2})",
+            rep + 1,
+            p.reps,
+            order,
+            loadavg()
+        );
         let mut this: BTreeMap<V, f64> = BTreeMap::new();
         for v in order {
             let r = start(ctx, v, &[])?;
@@ -192,7 +225,10 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
             let s = stop(r)?;
             this.insert(v, w.rps);
             rps.entry(v).or_default().push(w.rps);
-            nginx_us.entry(v).or_default().push((n1 - n0) * 1e6 / w.requests.max(1) as f64);
+            nginx_us
+                .entry(v)
+                .or_default()
+                .push((n1 - n0) * 1e6 / w.requests.max(1) as f64);
             if let Some(a) = &s.agent {
                 *drops.entry(v).or_default() += a.ring_drops;
                 if v == V::B {
@@ -219,11 +255,25 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     let mut cpu10k_fixed: Vec<f64> = Vec::new();
     for rep in 0..p.reps {
         let order = shuffled(&ALL);
-        eprintln!("bench[1]: latency rep {}/{} order {:?} (load {:.2})", rep + 1, p.reps, order, loadavg());
+        eprintln!(
+            "bench[1]: latency rep {}/{} order {:?} (load {:.2})",
+            rep + 1,
+            p.reps,
+            order,
+            loadavg()
+        );
         let mut this: BTreeMap<V, f64> = BTreeMap::new();
         for v in order {
             let r = start(ctx, v, &[])?;
-            let l = load::generate(addr, "/", p.lat_conns, Mode::Rate { per_sec: rate, duration: Duration::from_secs(p.secs) })?;
+            let l = load::generate(
+                addr,
+                "/",
+                p.lat_conns,
+                Mode::Rate {
+                    per_sec: rate,
+                    duration: Duration::from_secs(p.secs),
+                },
+            )?;
             let s = stop(r)?;
             if let Some(a) = &s.agent {
                 if v == V::B {
@@ -249,11 +299,25 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     if rate_b.is_finite() && rate_b > 0.0 {
         for rep in 0..p.reps {
             let order = shuffled(&[V::A, V::B]);
-            eprintln!("bench[1]: latency at {rate_b:.0} req/s rep {}/{} order {:?} (load {:.2})", rep + 1, p.reps, order, loadavg());
+            eprintln!(
+                "bench[1]: latency at {rate_b:.0} req/s rep {}/{} order {:?} (load {:.2})",
+                rep + 1,
+                p.reps,
+                order,
+                loadavg()
+            );
             let mut this: BTreeMap<V, f64> = BTreeMap::new();
             for v in order {
                 let r = start(ctx, v, &[])?;
-                let l = load::generate(addr, "/", p.lat_conns, Mode::Rate { per_sec: rate_b, duration: Duration::from_secs(p.secs) })?;
+                let l = load::generate(
+                    addr,
+                    "/",
+                    p.lat_conns,
+                    Mode::Rate {
+                        per_sec: rate_b,
+                        duration: Duration::from_secs(p.secs),
+                    },
+                )?;
                 stop(r)?;
                 let e = lo.entry(v).or_default();
                 e.0.push(l.p(0.5));
@@ -269,7 +333,16 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     );
     for v in [V::A, V::B] {
         let (a, b) = lo.get(&v).cloned().unwrap_or_default();
-        t_lo.row(vec![v.label().into(), spread(&a).fmt(0), spread(&b).fmt(0), if v == V::A { "–".into() } else { pct(median(&lo_ratio)) }]);
+        t_lo.row(vec![
+            v.label().into(),
+            spread(&a).fmt(0),
+            spread(&b).fmt(0),
+            if v == V::A {
+                "–".into()
+            } else {
+                pct(median(&lo_ratio))
+            },
+        ]);
     }
 
     let mut t = Table::new(
@@ -291,10 +364,18 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
         t.row(vec![
             v.label().into(),
             spread(&get(&rps)).fmt(0),
-            if v == V::A { "1".into() } else { spread(&get(&ratio)).fmt(3) },
+            if v == V::A {
+                "1".into()
+            } else {
+                spread(&get(&ratio)).fmt(3)
+            },
             spread(&get(&p50)).fmt(0),
             spread(&get(&p99)).fmt(0),
-            if v == V::A { "–".into() } else { pct(median(&get(&p99_ratio))) },
+            if v == V::A {
+                "–".into()
+            } else {
+                pct(median(&get(&p99_ratio)))
+            },
             spread(&get(&nginx_us)).fmt(1),
             match v {
                 V::A => "–".into(),
@@ -315,7 +396,16 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
             }),
         );
     }
-    let mut t2 = Table::new("1. agent CPU (variant b; user + system from /proc/PID/stat)", &["load", "CPU s per 10,000 spans", "µs per span", "agent cores", "spans dropped before export (all reps)"]);
+    let mut t2 = Table::new(
+        "1. agent CPU (variant b; user + system from /proc/PID/stat)",
+        &[
+            "load",
+            "CPU s per 10,000 spans",
+            "µs per span",
+            "agent cores",
+            "spans dropped before export (all reps)",
+        ],
+    );
     t2.row(vec![
         "wrk, max throughput".into(),
         spread(&cpu10k).fmt(3),
@@ -402,13 +492,22 @@ fn kernel(ctx: &Ctx, port: u16) -> Result<(Value, Vec<Table>)> {
                 dns += t;
             }
             if v == V::B && *c > 0 {
-                per_prog.row(vec![name.clone(), c.to_string(), format!("{:.0}", ns_per_run(*c, *t))]);
+                per_prog.row(vec![
+                    name.clone(),
+                    c.to_string(),
+                    format!("{:.0}", ns_per_run(*c, *t)),
+                ]);
             }
             progs.push(json!({"name": name, "run_cnt": c, "run_time_ns": t, "ns_per_run": ns_per_run(*c, *t)}));
         }
         // A data syscall runs one enter and one exit program.
         let per_syscall = ns_per_run(dcnt, dns) * 2.0;
-        totals.row(vec![v.label().into(), format!("{per_syscall:.0}"), format!("{:.0}", ns_per_run(cnt, ns)), cnt.to_string()]);
+        totals.row(vec![
+            v.label().into(),
+            format!("{per_syscall:.0}"),
+            format!("{:.0}", ns_per_run(cnt, ns)),
+            cnt.to_string(),
+        ]);
         jv.insert(
             v.key().into(),
             json!({"programs": progs, "ns_per_data_syscall": per_syscall, "ns_per_run": ns_per_run(cnt, ns), "rps": w.rps}),
@@ -429,7 +528,10 @@ fn criterion_estimates(root: &std::path::Path) -> BTreeMap<String, f64> {
                     if let Some(x) = v["median"]["point_estimate"].as_f64() {
                         // `*_batchN` benchmarks process N spans per iteration.
                         let name = e.file_name().to_string_lossy().to_string();
-                        let per = name.rsplit_once("_batch").and_then(|(_, n)| n.parse::<f64>().ok()).unwrap_or(1.0);
+                        let per = name
+                            .rsplit_once("_batch")
+                            .and_then(|(_, n)| n.parse::<f64>().ok())
+                            .unwrap_or(1.0);
                         m.insert(name, x / per);
                     }
                 }
@@ -445,9 +547,24 @@ pub fn pipeline(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     let mut jv = serde_json::Map::new();
     let _ = std::fs::remove_dir_all(ctx.root.join("target/criterion/pipeline"));
     let mt = if p.quick { "2" } else { "5" };
-    run(crate::cargo().args(["bench", "-p", "tracer", "--bench", "pipeline", "--", "--warm-up-time", "1", "--measurement-time", mt, "--noplot"]))?;
+    run(crate::cargo().args([
+        "bench",
+        "-p",
+        "tracer",
+        "--bench",
+        "pipeline",
+        "--",
+        "--warm-up-time",
+        "1",
+        "--measurement-time",
+        mt,
+        "--noplot",
+    ]))?;
     let est = criterion_estimates(&ctx.root);
-    let mut t = Table::new("3. userspace pipeline, criterion (ns per span, median; synthetic nginx-like records)", &["stage", "ns per span"]);
+    let mut t = Table::new(
+        "3. userspace pipeline, criterion (ns per span, median; synthetic nginx-like records)",
+        &["stage", "ns per span"],
+    );
     for (k, v) in &est {
         t.row(vec![k.clone(), format!("{v:.0}")]);
     }
@@ -458,14 +575,29 @@ pub fn pipeline(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     let (mut nginx, port) = peers::nginx(&subdir(ctx, "nginx-rate")?)?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut steps = Table::new(
-        &format!("3. span rate vs ring-buffer losses (variant b, {} s per step, 64 connections)", p.secs),
-        &["offered req/s", "achieved req/s", "spans/s", "ring-buffer losses", "export drops", "agent cores"],
+        &format!(
+            "3. span rate vs ring-buffer losses (variant b, {} s per step, 64 connections)",
+            p.secs
+        ),
+        &[
+            "offered req/s",
+            "achieved req/s",
+            "spans/s",
+            "ring-buffer losses",
+            "export drops",
+            "agent cores",
+        ],
     );
     let mut best = 0.0f64;
     let mut best_exported = 0.0f64;
     let mut step_json = Vec::new();
     let mut limited_by = "load generator (no losses at the highest rate it reached)";
-    let mut record = |offered: String, achieved: f64, a: &AgentReport, secs: f64, best: &mut f64, best_exported: &mut f64| {
+    let mut record = |offered: String,
+                      achieved: f64,
+                      a: &AgentReport,
+                      secs: f64,
+                      best: &mut f64,
+                      best_exported: &mut f64| {
         let sps = a.spans as f64 / secs;
         if a.ring_drops == 0 {
             *best = best.max(sps);
@@ -486,10 +618,30 @@ pub fn pipeline(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     let mut lost = false;
     for &rate in p.span_rates {
         let agent = Agent::start(&ctx.tracer, &ctx.agent_args)?;
-        let l = load::generate(addr, "/", 64, Mode::Rate { per_sec: rate, duration: Duration::from_secs(p.secs) })?;
+        let l = load::generate(
+            addr,
+            "/",
+            64,
+            Mode::Rate {
+                per_sec: rate,
+                duration: Duration::from_secs(p.secs),
+            },
+        )?;
         let a = agent.finish()?;
-        eprintln!("bench[3]: offered {rate:.0} req/s, achieved {:.0}, spans {}, losses {}", l.rate(), a.spans, a.ring_drops);
-        record(format!("{rate:.0}"), l.rate(), &a, l.elapsed, &mut best, &mut best_exported);
+        eprintln!(
+            "bench[3]: offered {rate:.0} req/s, achieved {:.0}, spans {}, losses {}",
+            l.rate(),
+            a.spans,
+            a.ring_drops
+        );
+        record(
+            format!("{rate:.0}"),
+            l.rate(),
+            &a,
+            l.elapsed,
+            &mut best,
+            &mut best_exported,
+        );
         if a.ring_drops > 0 {
             lost = true;
             limited_by = "ring-buffer losses";
@@ -504,20 +656,43 @@ pub fn pipeline(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
         let agent = Agent::start(&ctx.tracer, &ctx.agent_args)?;
         let w = load::wrk(port, 1, 64, p.secs)?;
         let a = agent.finish()?;
-        eprintln!("bench[3]: wrk saturation {:.0} req/s, spans {}, losses {}", w.rps, a.spans, a.ring_drops);
-        record("wrk max".into(), w.rps, &a, p.secs as f64, &mut best, &mut best_exported);
+        eprintln!(
+            "bench[3]: wrk saturation {:.0} req/s, spans {}, losses {}",
+            w.rps, a.spans, a.ring_drops
+        );
+        record(
+            "wrk max".into(),
+            w.rps,
+            &a,
+            p.secs as f64,
+            &mut best,
+            &mut best_exported,
+        );
         if a.ring_drops > 0 {
             limited_by = "ring-buffer losses";
         }
     }
-    drop(record);
     nginx.stop();
     jv.insert("span_rate_steps".into(), json!(step_json));
     jv.insert("max_spans_per_s_zero_loss".into(), json!(best));
-    jv.insert("max_spans_per_s_zero_loss_and_zero_export_drops".into(), json!(best_exported));
+    jv.insert(
+        "max_spans_per_s_zero_loss_and_zero_export_drops".into(),
+        json!(best_exported),
+    );
     jv.insert("limited_by".into(), json!(limited_by));
-    let mut t3 = Table::new("3. highest span rate with zero ring-buffer losses", &["spans/s (zero ring-buffer losses)", "spans/s (also zero export drops)", "limited by"]);
-    t3.row(vec![format!("{best:.0}"), format!("{best_exported:.0}"), limited_by.into()]);
+    let mut t3 = Table::new(
+        "3. highest span rate with zero ring-buffer losses",
+        &[
+            "spans/s (zero ring-buffer losses)",
+            "spans/s (also zero export drops)",
+            "limited by",
+        ],
+    );
+    t3.row(vec![
+        format!("{best:.0}"),
+        format!("{best_exported:.0}"),
+        limited_by.into(),
+    ]);
     Ok((Value::Object(jv), vec![t, steps, t3]))
 }
 
@@ -536,18 +711,33 @@ pub fn memory(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     settle();
     let rss_idle = rss_mib(pid)?;
     eprintln!("bench[4]: {} idle connections open in {open_secs:.1} s; agent RSS {rss0:.1} -> {rss_idle:.1} MiB", idle.len());
-    let mut rows = vec![("agent started, no traffic".to_string(), rss0), (format!("{} idle keep-alive connections", idle.len()), rss_idle)];
+    let mut rows = vec![
+        ("agent started, no traffic".to_string(), rss0),
+        (
+            format!("{} idle keep-alive connections", idle.len()),
+            rss_idle,
+        ),
+    ];
     let mut done = 0u64;
     for &n in &p.mem_requests {
         let l = load::generate(addr, "/", 32, Mode::Count { total: n - done })?;
         done = n;
         settle();
         let r = rss_mib(pid)?;
-        eprintln!("bench[4]: after {n} requests ({:.0} req/s, {} errors): RSS {r:.1} MiB", l.rate(), l.errors);
+        eprintln!(
+            "bench[4]: after {n} requests ({:.0} req/s, {} errors): RSS {r:.1} MiB",
+            l.rate(),
+            l.errors
+        );
         rows.push((format!("+ {n} requests (32 connections)"), r));
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("").trim().to_string();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
     drop(idle);
     let a = agent.finish()?;
     nginx.stop();
@@ -596,7 +786,13 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     let url = format!("{}/v1/traces", ctx.otlp_url);
     for rep in 0..p.reps {
         let order = shuffled(&[P::Untraced, P::Tracer, P::Sdk]);
-        eprintln!("bench[5]: rep {}/{} order {:?} (load {:.2})", rep + 1, p.reps, order, loadavg());
+        eprintln!(
+            "bench[5]: rep {}/{} order {:?} (load {:.2})",
+            rep + 1,
+            p.reps,
+            order,
+            loadavg()
+        );
         for v in order {
             let dir = subdir(ctx, "flask")?;
             let (mut app, port) = peers::flask(&dir, (v == P::Sdk).then_some(url.as_str()))?;
@@ -611,7 +807,15 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
             load::generate(addr, "/", p.py_conns, Mode::Count { total: 200 })?;
             let c0 = cpu_secs(app.pid())?;
             let a0 = agent.as_ref().map(|a| a.cpu()).unwrap_or(0.0);
-            let l = load::generate(addr, "/", p.py_conns, Mode::Rate { per_sec: p.py_rate, duration: Duration::from_secs(p.secs) })?;
+            let l = load::generate(
+                addr,
+                "/",
+                p.py_conns,
+                Mode::Rate {
+                    per_sec: p.py_rate,
+                    duration: Duration::from_secs(p.secs),
+                },
+            )?;
             let c1 = cpu_secs(app.pid())?;
             let a1 = agent.as_ref().map(|a| a.cpu()).unwrap_or(0.0);
             app.stop();
@@ -643,9 +847,17 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
         t.row(vec![
             label(v).into(),
             spread(&app_cpu[&v]).fmt(0),
-            if v == P::Tracer { spread(&agent_cpu[&v]).fmt(0) } else { "–".into() },
+            if v == P::Tracer {
+                spread(&agent_cpu[&v]).fmt(0)
+            } else {
+                "–".into()
+            },
             spread(&total[&v]).fmt(0),
-            if v == P::Untraced { "–".into() } else { format!("{added:.0}") },
+            if v == P::Untraced {
+                "–".into()
+            } else {
+                format!("{added:.0}")
+            },
             spread(&p50[&v]).fmt(0),
             spread(&p99[&v]).fmt(0),
         ]);
@@ -678,28 +890,72 @@ pub fn targets(r: &serde_json::Map<String, Value>) -> Table {
     let r = Value::Object(r.clone());
     let mut t = Table::new("Targets (issue 5)", &["target", "measured", "met"]);
     let mut row = |name: &str, measured: f64, shown: String, ok: bool| {
-        let met = if measured.is_nan() { "not measured" } else if ok { "yes" } else { "NO" };
+        let met = if measured.is_nan() {
+            "not measured"
+        } else if ok {
+            "yes"
+        } else {
+            "NO"
+        };
         t.row(vec![name.into(), shown, met.into()]);
     };
-    let ns = f(&r, &["1_nginx", "2_kernel", "b_tracer", "ns_per_data_syscall"]);
-    row("eBPF ≤ 150 ns per traced syscall", ns, format!("{ns:.0} ns (enter+exit, all syscalls hitting the hooks)"), ns <= 150.0);
-    let us = f(&r, &["1_nginx", "agent", "cpu_s_per_10k_spans_max_load", "median"]) * 100.0;
-    row("userspace ≤ 2 µs CPU per span, end to end", us, format!("{us:.2} µs (agent CPU / spans, wrk load)"), us <= 2.0);
+    let ns = f(
+        &r,
+        &["1_nginx", "2_kernel", "b_tracer", "ns_per_data_syscall"],
+    );
+    row(
+        "eBPF ≤ 150 ns per traced syscall",
+        ns,
+        format!("{ns:.0} ns (enter+exit, all syscalls hitting the hooks)"),
+        ns <= 150.0,
+    );
+    let us = f(
+        &r,
+        &["1_nginx", "agent", "cpu_s_per_10k_spans_max_load", "median"],
+    ) * 100.0;
+    row(
+        "userspace ≤ 2 µs CPU per span, end to end",
+        us,
+        format!("{us:.2} µs (agent CPU / spans, wrk load)"),
+        us <= 2.0,
+    );
     let ratio = f(&r, &["1_nginx", "b_tracer", "ratio_vs_a", "median"]);
-    row("throughput ratio ≥ 0.97", ratio, format!("{ratio:.3}"), ratio >= 0.97);
+    row(
+        "throughput ratio ≥ 0.97",
+        ratio,
+        format!("{ratio:.3}"),
+        ratio >= 0.97,
+    );
     let p99 = f(&r, &["1_nginx", "b_tracer", "p99_ratio_vs_a", "median"]);
     row("p99 delta ≤ +5% at 50% load", p99, pct(p99), p99 <= 1.05);
     let sps = f(&r, &["3_pipeline", "max_spans_per_s_zero_loss"]);
-    row("≥ 50,000 spans/s with zero losses", sps, format!("{sps:.0} spans/s"), sps >= 50_000.0);
+    row(
+        "≥ 50,000 spans/s with zero losses",
+        sps,
+        format!("{sps:.0} spans/s"),
+        sps >= 50_000.0,
+    );
     let rss = f(&r, &["4_memory", "rss_idle_conns_mib"]);
     let growth = f(&r, &["4_memory", "rss_growth_last_step_mib"]);
-    row("RSS ≤ 64 MiB with 10,000 connections", rss, format!("{rss:.1} MiB"), rss <= 64.0);
-    let last = r["4_memory"]["rss_mib"].as_array().and_then(|v| v.last()).and_then(|x| x["rss_mib"].as_f64()).unwrap_or(f64::NAN);
+    row(
+        "RSS ≤ 64 MiB with 10,000 connections",
+        rss,
+        format!("{rss:.1} MiB"),
+        rss <= 64.0,
+    );
+    let last = r["4_memory"]["rss_mib"]
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|x| x["rss_mib"].as_f64())
+        .unwrap_or(f64::NAN);
     // The last step has 9× the requests of the one before: a leak would show as proportional growth.
     row(
         "RSS does not grow with requests (≤ 10% over the last, 9× longer step)",
         growth,
-        format!("{growth:+.1} MiB over the last step ({:+.1}%)", growth / (last - growth) * 100.0),
+        format!(
+            "{growth:+.1} MiB over the last step ({:+.1}%)",
+            growth / (last - growth) * 100.0
+        ),
         growth <= 0.1 * (last - growth),
     );
     let tr = f(&r, &["5_python", "tracer", "added_cpu_us_per_req"]);
@@ -707,7 +963,10 @@ pub fn targets(r: &serde_json::Map<String, Value>) -> Table {
     row(
         "CPU per request ≤ 1/3 of the Python SDK's (added CPU)",
         tr / sdk,
-        format!("tracer +{tr:.0} µs vs SDK +{sdk:.0} µs per request ({:.2}×)", tr / sdk),
+        format!(
+            "tracer +{tr:.0} µs vs SDK +{sdk:.0} µs per request ({:.2}×)",
+            tr / sdk
+        ),
         tr <= sdk / 3.0,
     );
     t

@@ -26,7 +26,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Serve until SIGTERM/SIGINT; prints `port N` on stdout when ready and a count line on exit.
 pub fn serve() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         println!("port {}", listener.local_addr()?.port());
@@ -43,7 +45,11 @@ pub fn serve() -> Result<()> {
                 _ = tokio::signal::ctrl_c() => break,
             }
         }
-        eprintln!("otlp-sink: {} requests, {} bytes", counts.requests.load(Relaxed), counts.bytes.load(Relaxed));
+        eprintln!(
+            "otlp-sink: {} requests, {} bytes",
+            counts.requests.load(Relaxed),
+            counts.bytes.load(Relaxed)
+        );
         Ok(())
     })
 }
@@ -71,7 +77,9 @@ async fn conn(mut s: TcpStream, counts: Arc<Counts>) -> Result<()> {
             })
         };
         let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
-        let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let expect_continue = header("expect").is_some_and(|v| v.contains("100-continue"));
         buf.drain(..end + 4);
         if expect_continue {
@@ -91,7 +99,9 @@ async fn conn(mut s: TcpStream, counts: Arc<Counts>) -> Result<()> {
                     buf.extend_from_slice(&chunk[..n]);
                 };
                 let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+                        .unwrap_or(0);
                 buf.drain(..line_end + 2);
                 // Chunk data plus its CRLF (the last chunk: just the final CRLF, no trailers expected).
                 let need = size + 2;
@@ -122,9 +132,20 @@ async fn conn(mut s: TcpStream, counts: Arc<Counts>) -> Result<()> {
         counts.requests.fetch_add(1, Relaxed);
         counts.bytes.fetch_add(body as u64, Relaxed);
         // An empty ExportTraceServiceResponse is an empty protobuf message.
-        let ctype = if head.contains("application/json") { "application/json" } else { "application/x-protobuf" };
-        let body: &str = if ctype == "application/json" { "{}" } else { "" };
-        let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let ctype = if head.contains("application/json") {
+            "application/json"
+        } else {
+            "application/x-protobuf"
+        };
+        let body: &str = if ctype == "application/json" {
+            "{}"
+        } else {
+            ""
+        };
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         s.write_all(resp.as_bytes()).await?;
     }
 }

@@ -22,7 +22,11 @@ use crate::{
 };
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub fn config(otlp: Option<OtlpConfig>) -> ExportConfig {
@@ -79,8 +83,13 @@ pub fn sample_spans() -> Vec<Arc<SpanRecord>> {
         s.name = "POST".into();
         s.parent_span_id = Some([0xee, 0, 0, 0, 0, 0, 0, n as u8]);
         s.link = LinkKind::Thread;
-        s.status = SpanStatus::Error { message: "connection reset".into() };
-        s.attributes = vec![Kv::new("http.request.method", "POST"), Kv::new("url.path", "/charge")];
+        s.status = SpanStatus::Error {
+            message: "connection reset".into(),
+        };
+        s.attributes = vec![
+            Kv::new("http.request.method", "POST"),
+            Kv::new("url.path", "/charge"),
+        ];
         spans.push(Arc::new(s));
     }
     spans
@@ -96,11 +105,15 @@ fn value(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String
 }
 
 pub fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), value(&kv.value))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value(&kv.value)))
+        .collect()
 }
 
 /// All spans received, with their resource's attributes.
-pub fn spans_by_id(received: &[Received]) -> HashMap<Vec<u8>, (HashMap<String, String>, Span, String)> {
+pub fn spans_by_id(
+    received: &[Received],
+) -> HashMap<Vec<u8>, (HashMap<String, String>, Span, String)> {
     let mut out = HashMap::new();
     for r in received {
         for rs in &r.request.resource_spans {
@@ -124,7 +137,10 @@ pub fn check_delivery(received: &[Received], sent: &[Arc<SpanRecord>]) {
             let res = attrs(&rs.resource.as_ref().unwrap().attributes);
             for ss in &rs.scope_spans {
                 for s in &ss.spans {
-                    let orig = sent.iter().find(|o| o.span_id.as_slice() == s.span_id.as_slice()).unwrap();
+                    let orig = sent
+                        .iter()
+                        .find(|o| o.span_id.as_slice() == s.span_id.as_slice())
+                        .unwrap();
                     assert_eq!(res["process.pid"], orig.process.pid.to_string());
                 }
             }
@@ -137,14 +153,20 @@ pub fn check_delivery(received: &[Received], sent: &[Arc<SpanRecord>]) {
         let (res, s, scope) = &got[orig.span_id.as_slice()];
         assert_eq!(scope, "tracer");
         assert_eq!(s.trace_id, orig.trace_id.to_vec());
-        assert_eq!(s.parent_span_id, orig.parent_span_id.map(|p| p.to_vec()).unwrap_or_default());
+        assert_eq!(
+            s.parent_span_id,
+            orig.parent_span_id.map(|p| p.to_vec()).unwrap_or_default()
+        );
         assert_eq!(s.name, orig.name);
         assert_eq!(s.start_time_unix_nano, orig.start_unix_ns);
         assert_eq!(s.end_time_unix_nano, orig.end_unix_ns);
         let a = attrs(&s.attributes);
         assert_eq!(a["thread.id"], "77");
         assert_eq!(a["tracer.link"], orig.link.as_str());
-        assert_eq!(res["service.instance.id"], format!("{host}-{}-{}", orig.process.pid, orig.process.start_ticks));
+        assert_eq!(
+            res["service.instance.id"],
+            format!("{host}-{}-{}", orig.process.pid, orig.process.start_ticks)
+        );
         assert_eq!(res["process.executable.name"], orig.process.exe_name);
         assert_eq!(res["process.executable.path"], orig.process.exe_path);
         assert_eq!(res["process.command_line"], orig.process.command_line);
@@ -158,8 +180,17 @@ pub fn check_delivery(received: &[Received], sent: &[Arc<SpanRecord>]) {
                 assert_eq!(a["http.request.method"], "GET");
                 assert_eq!(a["http.response.status_code"], "200");
                 assert_eq!(a["server.port"], "8080");
-                assert_eq!(a["url.path"], format!("/users/{}", u32::from_be_bytes(orig.span_id[4..].try_into().unwrap())));
-                assert_eq!(s.status.as_ref().map_or(0, |st| st.code), StatusCode::Unset as i32);
+                assert_eq!(
+                    a["url.path"],
+                    format!(
+                        "/users/{}",
+                        u32::from_be_bytes(orig.span_id[4..].try_into().unwrap())
+                    )
+                );
+                assert_eq!(
+                    s.status.as_ref().map_or(0, |st| st.code),
+                    StatusCode::Unset as i32
+                );
                 assert_eq!(res["service.name"], "shop");
                 assert_eq!(res["host.name"], host);
                 // The process's own OTEL_RESOURCE_ATTRIBUTES win over the agent's.
@@ -168,7 +199,10 @@ pub fn check_delivery(received: &[Received], sent: &[Arc<SpanRecord>]) {
             99 => {
                 assert_eq!(s.kind, SpanKind::Client as i32);
                 let st = s.status.as_ref().unwrap();
-                assert_eq!((st.code, st.message.as_str()), (StatusCode::Error as i32, "connection reset"));
+                assert_eq!(
+                    (st.code, st.message.as_str()),
+                    (StatusCode::Error as i32, "connection reset")
+                );
                 // OTEL_SERVICE_NAME (resolved in ProcessInfo) wins over the attributes' service.name.
                 assert_eq!(res["service.name"], "billing");
                 assert_eq!(res["team"], "payments");
@@ -188,7 +222,12 @@ fn deliver(protocol: Protocol, gzip: bool) -> (Vec<Received>, String) {
     };
     let rt = runtime();
     let stats = Arc::new(Stats::default());
-    let (mut exporters, _) = build_from_config(&config(Some(otlp(endpoint, protocol, gzip))), &stats, rt.handle()).unwrap();
+    let (mut exporters, _) = build_from_config(
+        &config(Some(otlp(endpoint, protocol, gzip))),
+        &stats,
+        rt.handle(),
+    )
+    .unwrap();
     assert_eq!(exporters.len(), 1);
     let spans = sample_spans();
     exporters[0].export(&spans[..2]);
@@ -198,10 +237,22 @@ fn deliver(protocol: Protocol, gzip: bool) -> (Vec<Received>, String) {
     check_delivery(&received, &spans);
     for r in &received {
         assert_eq!(r.transport, protocol.as_str());
-        assert!(r.headers.iter().any(|(k, v)| k == "x-tenant" && v == "t1"), "{:?}", r.headers);
+        assert!(
+            r.headers.iter().any(|(k, v)| k == "x-tenant" && v == "t1"),
+            "{:?}",
+            r.headers
+        );
         if gzip {
-            let enc = if protocol == Protocol::Grpc { "grpc-encoding" } else { "content-encoding" };
-            assert!(r.headers.iter().any(|(k, v)| k == enc && v == "gzip"), "{:?}", r.headers);
+            let enc = if protocol == Protocol::Grpc {
+                "grpc-encoding"
+            } else {
+                "content-encoding"
+            };
+            assert!(
+                r.headers.iter().any(|(k, v)| k == enc && v == "gzip"),
+                "{:?}",
+                r.headers
+            );
         }
     }
     (received, summary)
@@ -212,7 +263,10 @@ fn otlp_grpc() {
     let (received, summary) = deliver(Protocol::Grpc, false);
     // Both processes fit one batch: one request per process.
     assert_eq!(received.len(), 2);
-    assert!(summary.starts_with("otlp: 5 spans exported, 0 failed exports"), "{summary}");
+    assert!(
+        summary.starts_with("otlp: 5 spans exported, 0 failed exports"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -223,7 +277,10 @@ fn otlp_grpc_gzip() {
 #[test]
 fn otlp_http_protobuf_gzip() {
     let (_, summary) = deliver(Protocol::HttpProtobuf, true);
-    assert!(summary.contains("dropped: queue_full=0 export_failed=0 shutdown=0"), "{summary}");
+    assert!(
+        summary.contains("dropped: queue_full=0 export_failed=0 shutdown=0"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -235,9 +292,14 @@ fn otlp_http_json() {
 fn sampler_applies_to_traces() {
     let rx = Receiver::start(0, 0);
     let rt = runtime();
-    let mut cfg = config(Some(otlp(format!("http://{}", rx.grpc), Protocol::Grpc, false)));
+    let mut cfg = config(Some(otlp(
+        format!("http://{}", rx.grpc),
+        Protocol::Grpc,
+        false,
+    )));
     cfg.sampler = Sampler::parse("always_off", None).unwrap();
-    let (mut exporters, _) = build_from_config(&cfg, &Arc::new(Stats::default()), rt.handle()).unwrap();
+    let (mut exporters, _) =
+        build_from_config(&cfg, &Arc::new(Stats::default()), rt.handle()).unwrap();
     exporters[0].export(&sample_spans());
     let summary = exporters[0].shutdown().unwrap();
     assert_eq!(rx.span_count(), 0);

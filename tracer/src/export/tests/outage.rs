@@ -45,7 +45,11 @@ fn outage(protocol: Protocol) {
     let mut cfg = otlp(endpoint, protocol, false);
     cfg.timeout = Duration::from_secs(1);
     let sink = OtlpSink::new(&cfg, rt.handle()).unwrap();
-    let q = QueueConfig { capacity: CAP, overflow: Overflow::DropNewest, flush_timeout: Duration::from_secs(5) };
+    let q = QueueConfig {
+        capacity: CAP,
+        overflow: Overflow::DropNewest,
+        flush_timeout: Duration::from_secs(5),
+    };
     let b = BatchConfig {
         max_batch: 50,
         linger: Duration::from_millis(100),
@@ -69,17 +73,23 @@ fn outage(protocol: Protocol) {
         assert!(c.queue_depth.get() <= CAP as u64);
         std::thread::sleep(Duration::from_millis(30));
     }
-    wait_until("a failed export", Duration::from_secs(15), || c.failures.get() > 0);
+    wait_until("a failed export", Duration::from_secs(15), || {
+        c.failures.get() > 0
+    });
     assert!(c.dropped(DropReason::QueueFull).get() > 0);
     assert!(c.dropped(DropReason::ExportFailed).get() > 0);
 
     // Back on the same port: new spans arrive without any help.
     let rx2 = Receiver::start(grpc_port, http_port);
     let fresh = spans(9000..9020);
-    wait_until("the queue to drain into the new receiver", Duration::from_secs(20), || {
-        e.export(&[]);
-        e.queue().is_empty()
-    });
+    wait_until(
+        "the queue to drain into the new receiver",
+        Duration::from_secs(20),
+        || {
+            e.export(&[]);
+            e.queue().is_empty()
+        },
+    );
     e.export(&fresh);
     wait_until("spans after the outage", Duration::from_secs(20), || {
         let got = spans_by_id(&rx2.received());
@@ -90,7 +100,11 @@ fn outage(protocol: Protocol) {
     eprintln!("{protocol:?}: {summary}");
     pushed += fresh.len() as u64;
     let drops: u64 = DropReason::ALL.iter().map(|r| c.dropped(*r).get()).sum();
-    assert_eq!(c.exported.get() + drops, pushed, "every span exported or counted as dropped: {summary}");
+    assert_eq!(
+        c.exported.get() + drops,
+        pushed,
+        "every span exported or counted as dropped: {summary}"
+    );
     assert!(c.exported.get() >= 40, "{summary}");
     assert!(summary.contains("queue_full="), "{summary}");
 }

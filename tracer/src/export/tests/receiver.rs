@@ -41,8 +41,14 @@ impl TraceService for Grpc {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect();
-        self.0.lock().unwrap().push(Received { transport: "grpc", headers, request: request.into_inner() });
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        self.0.lock().unwrap().push(Received {
+            transport: "grpc",
+            headers,
+            request: request.into_inner(),
+        });
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -53,21 +59,33 @@ pub struct Receiver {
     store: Store,
 }
 
-fn decode_http(headers: &http::HeaderMap, body: &[u8]) -> Result<(&'static str, ExportTraceServiceRequest), String> {
+fn decode_http(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<(&'static str, ExportTraceServiceRequest), String> {
     let gz = headers.get("content-encoding").is_some_and(|v| v == "gzip");
     let body = if gz {
         use std::io::Read;
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(body).read_to_end(&mut out).map_err(|e| e.to_string())?;
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map_err(|e| e.to_string())?;
         out
     } else {
         body.to_vec()
     };
-    let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ctype = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ctype.starts_with("application/json") {
-        serde_json::from_slice(&body).map(|r| ("http/json", r)).map_err(|e| e.to_string())
+        serde_json::from_slice(&body)
+            .map(|r| ("http/json", r))
+            .map_err(|e| e.to_string())
     } else if ctype.starts_with("application/x-protobuf") {
-        ExportTraceServiceRequest::decode(body.as_slice()).map(|r| ("http/protobuf", r)).map_err(|e| e.to_string())
+        ExportTraceServiceRequest::decode(body.as_slice())
+            .map(|r| ("http/protobuf", r))
+            .map_err(|e| e.to_string())
     } else {
         Err(format!("unexpected content-type {ctype:?}"))
     }
@@ -80,14 +98,19 @@ async fn http_handler(
     let reply = |code: u16, body: Vec<u8>| {
         let mut r = http::Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
-        r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/x-protobuf"),
+        );
         r
     };
     if req.method() != http::Method::POST || req.uri().path() != "/v1/traces" {
         return Ok(reply(404, Vec::new()));
     }
     let (parts, body) = req.into_parts();
-    let Ok(body) = body.collect().await else { return Ok(reply(400, Vec::new())) };
+    let Ok(body) = body.collect().await else {
+        return Ok(reply(400, Vec::new()));
+    };
     match decode_http(&parts.headers, &body.to_bytes()) {
         Ok((transport, request)) => {
             let headers = parts
@@ -95,8 +118,18 @@ async fn http_handler(
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect();
-            store.lock().unwrap().push(Received { transport, headers, request });
-            Ok(reply(200, ExportTraceServiceResponse { partial_success: None }.encode_to_vec()))
+            store.lock().unwrap().push(Received {
+                transport,
+                headers,
+                request,
+            });
+            Ok(reply(
+                200,
+                ExportTraceServiceResponse {
+                    partial_success: None,
+                }
+                .encode_to_vec(),
+            ))
         }
         Err(e) => Ok(reply(400, e.into_bytes())),
     }
@@ -136,7 +169,11 @@ impl Receiver {
     }
 
     fn start_with(grpc_port: u16, http_port: u16, tls: Option<Tls>) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let store: Store = Arc::default();
         let g = bind(grpc_port);
         let h = bind(http_port);
@@ -147,31 +184,45 @@ impl Receiver {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let grpc_tls = tls.clone();
         rt.spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(g).unwrap());
+            let incoming = tonic::transport::server::TcpIncoming::from(
+                tokio::net::TcpListener::from_std(g).unwrap(),
+            );
             let mut server = tonic::transport::Server::builder();
             if let Some(t) = grpc_tls {
                 let id = tonic::transport::Identity::from_pem(&t.cert, &t.key);
-                server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(id)).unwrap();
+                server = server
+                    .tls_config(tonic::transport::ServerTlsConfig::new().identity(id))
+                    .unwrap();
             }
-            server.add_service(svc).serve_with_incoming(incoming).await.unwrap();
+            server
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
         });
         let acceptor = tls.map(|t| {
             use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-            let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&t.cert).map(|c| c.unwrap()).collect();
+            let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&t.cert)
+                .map(|c| c.unwrap())
+                .collect();
             let key = PrivateKeyDer::from_pem_slice(&t.key).unwrap();
-            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .unwrap();
+            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
             tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
         });
         let s = store.clone();
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(h).unwrap();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let s = s.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -179,17 +230,28 @@ impl Receiver {
                     let http = hyper::server::conn::http1::Builder::new();
                     match acceptor {
                         Some(a) => {
-                            let Ok(tls) = a.accept(stream).await else { return };
-                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                            let Ok(tls) = a.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                .await;
                         }
                         None => {
-                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await;
                         }
                     }
                 });
             }
         });
-        Self { rt: Some(rt), grpc, http, store }
+        Self {
+            rt: Some(rt),
+            grpc,
+            http,
+            store,
+        }
     }
 
     /// Stop serving and close every connection.
@@ -216,7 +278,11 @@ impl Receiver {
     pub fn wait_spans(&self, n: usize, timeout: Duration) {
         let start = Instant::now();
         while self.span_count() < n {
-            assert!(start.elapsed() < timeout, "only {} of {n} spans arrived in {timeout:?}", self.span_count());
+            assert!(
+                start.elapsed() < timeout,
+                "only {} of {n} spans arrived in {timeout:?}",
+                self.span_count()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -247,7 +313,11 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(status: u16) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         l.set_nonblocking(true).unwrap();
@@ -256,36 +326,50 @@ impl Capture {
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(l).unwrap();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let store = store.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let store = store.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-                            store.lock().unwrap().push(Request {
-                                method: parts.method.to_string(),
-                                path: parts.uri.path().to_string(),
-                                headers: parts
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                                    .collect(),
-                                body,
-                            });
-                            let mut r = http::Response::new(Full::new(Bytes::new()));
-                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    });
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let store = store.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes().to_vec())
+                                    .unwrap_or_default();
+                                store.lock().unwrap().push(Request {
+                                    method: parts.method.to_string(),
+                                    path: parts.uri.path().to_string(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(k, v)| {
+                                            (k.to_string(), v.to_str().unwrap_or("").to_string())
+                                        })
+                                        .collect(),
+                                    body,
+                                });
+                                let mut r = http::Response::new(Full::new(Bytes::new()));
+                                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                         .await;
                 });
             }
         });
-        Self { rt: Some(rt), addr, requests }
+        Self {
+            rt: Some(rt),
+            addr,
+            requests,
+        }
     }
 
     pub fn requests(&self) -> Vec<Request> {

@@ -25,7 +25,10 @@ fn rotel_agent() -> PathBuf {
         return PathBuf::from(p);
     }
     let out = Command::new("python3")
-        .args(["-c", "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+        .args([
+            "-c",
+            "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+        ])
         .output();
     if let Ok(o) = out {
         let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
@@ -38,7 +41,11 @@ fn rotel_agent() -> PathBuf {
 
 /// rotel cannot listen on port 0: take a free port from the kernel and hand it over.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Rotel {
@@ -65,10 +72,21 @@ fn start_rotel(grpc: u16, http: u16, forward_to: &str) -> Rotel {
     let log = dir.join("rotel.log");
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(rotel_agent())
-        .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+        .args([
+            "start",
+            "--otlp-grpc-endpoint",
+            &format!("127.0.0.1:{grpc}"),
+        ])
         .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
         .args(["--exporter", "otlp", "--otlp-exporter-endpoint", forward_to])
-        .args(["--batch-timeout", "100ms", "--debug-log", "traces", "--debug-log-verbosity", "detailed"])
+        .args([
+            "--batch-timeout",
+            "100ms",
+            "--debug-log",
+            "traces",
+            "--debug-log-verbosity",
+            "detailed",
+        ])
         .arg("--pid-file")
         .arg(dir.join("rotel.pid"))
         .stdin(Stdio::null())
@@ -83,7 +101,11 @@ fn start_rotel(grpc: u16, http: u16, forward_to: &str) -> Rotel {
             if let Ok(Some(status)) = r.child.try_wait() {
                 panic!("rotel-agent exited ({status}): {}", r.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "rotel-agent does not listen: {}", r.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "rotel-agent does not listen: {}",
+                r.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -100,22 +122,48 @@ fn through_rotel() {
     let spans = sample_spans();
     // The shop spans over gRPC, the billing spans over HTTP: both of rotel's receivers.
     for (protocol, endpoint, part) in [
-        (Protocol::Grpc, format!("http://127.0.0.1:{grpc}"), &spans[..3]),
-        (Protocol::HttpProtobuf, format!("http://127.0.0.1:{http}/v1/traces"), &spans[3..]),
+        (
+            Protocol::Grpc,
+            format!("http://127.0.0.1:{grpc}"),
+            &spans[..3],
+        ),
+        (
+            Protocol::HttpProtobuf,
+            format!("http://127.0.0.1:{http}/v1/traces"),
+            &spans[3..],
+        ),
     ] {
-        let (mut exporters, _) = build_from_config(&config(Some(otlp(endpoint, protocol, true))), &stats, rt.handle()).unwrap();
+        let (mut exporters, _) = build_from_config(
+            &config(Some(otlp(endpoint, protocol, true))),
+            &stats,
+            rt.handle(),
+        )
+        .unwrap();
         exporters[0].export(part);
         let summary = exporters[0].shutdown().unwrap();
-        assert!(summary.contains(&format!("{} spans exported", part.len())), "{summary}\nrotel: {}", rotel.log());
+        assert!(
+            summary.contains(&format!("{} spans exported", part.len())),
+            "{summary}\nrotel: {}",
+            rotel.log()
+        );
     }
     let start = Instant::now();
     while rx.span_count() < spans.len() {
-        assert!(start.elapsed() < Duration::from_secs(15), "{} of {} spans came out of rotel: {}", rx.span_count(), spans.len(), rotel.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{} of {} spans came out of rotel: {}",
+            rx.span_count(),
+            spans.len(),
+            rotel.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
     check_delivery(&rx.received(), &spans);
     // rotel itself saw both requests (--debug-log traces), with the process resources.
     let log = rotel.log();
-    assert!(log.contains("service.name: Str(shop)") && log.contains("service.name: Str(billing)"), "{log}");
+    assert!(
+        log.contains("service.name: Str(shop)") && log.contains("service.name: Str(billing)"),
+        "{log}"
+    );
 }

@@ -13,17 +13,63 @@ use crate::{
 };
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (Debian package openssl) is needed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl) is needed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it: (ca, server).
 fn certificates() -> (Vec<u8>, Tls) {
     let dir = std::env::temp_dir().join(format!("tracer-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(&dir, &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=tracer test CA"]].concat());
-    openssl(&dir, &[&["req"][..], &ec, &["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=tracer test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &dir,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
@@ -31,10 +77,32 @@ fn certificates() -> (Vec<u8>, Tls) {
     .unwrap();
     openssl(
         &dir,
-        &["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", "1", "-extfile", "ext.cnf"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
     );
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let out = (read("ca.pem"), Tls { cert: read("cert.pem"), key: read("key.pem") });
+    let out = (
+        read("ca.pem"),
+        Tls {
+            cert: read("cert.pem"),
+            key: read("key.pem"),
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
     out
 }
@@ -44,7 +112,8 @@ fn send(protocol: Protocol, endpoint: String, ca: Option<Vec<u8>>) -> String {
     let mut o = otlp(endpoint, protocol, false);
     o.ca_pem = ca;
     o.timeout = Duration::from_secs(2);
-    let (mut exporters, _) = build_from_config(&config(Some(o)), &Arc::new(Stats::default()), rt.handle()).unwrap();
+    let (mut exporters, _) =
+        build_from_config(&config(Some(o)), &Arc::new(Stats::default()), rt.handle()).unwrap();
     exporters[0].export(&sample_spans());
     exporters[0].shutdown().unwrap()
 }
@@ -59,7 +128,10 @@ fn https_endpoints() {
     // Untrusted: refused (so TLS and its verification really are on), and counted.
     for (p, e) in [(Protocol::Grpc, &grpc), (Protocol::HttpProtobuf, &http)] {
         let summary = send(p, e.clone(), None);
-        assert!(summary.contains("0 spans exported") && summary.contains("export_failed=5"), "{p:?}: {summary}");
+        assert!(
+            summary.contains("0 spans exported") && summary.contains("export_failed=5"),
+            "{p:?}: {summary}"
+        );
     }
     assert_eq!(rx.span_count(), 0);
 
