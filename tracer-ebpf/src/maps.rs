@@ -23,9 +23,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 #[map]
 pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
 
-/// pid_tgid -> arguments saved at syscall entry, taken at exit.
+/// pid_tgid -> arguments saved at syscall entry, taken at exit. A plain preallocated hash: it is
+/// written at every traced entry and emptied at every exit, and LRU bookkeeping on that path cost
+/// more than the rest of the entry program. An entry stays only if its thread died inside the
+/// syscall; the agent sweeps those (`Probes::sweep_args`), and a full table is counted.
 #[map]
-pub static ARGS: LruHashMap<u64, Args> = LruHashMap::with_max_entries(16384, 0);
+pub static ARGS: HashMap<u64, Args> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);

@@ -8,6 +8,10 @@
 //! medians from target/criterion). Benchmarks process one span per iteration, except those
 //! named `*_batch512` (512 spans per iteration, as the exporter batches them).
 
+/// The agent's allocator (see src/main.rs), so stage costs are the agent's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{hint::black_box, mem::size_of, sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

@@ -117,7 +117,7 @@ pub fn run(cli: Cli) -> Result<()> {
         let signals = Signals::new();
         eprintln!("tracer: ready");
 
-        wait_for_stop(&cli, stop_rx, signals, &probes, &stats).await;
+        wait_for_stop(&cli, stop_rx, signals, &mut probes, &stats).await;
         let _ = stop_tx.send(true);
         // The reader drains what the kernel already wrote, then the stages finish in order.
         let _ = reader.await;
@@ -165,11 +165,14 @@ async fn recv_or_never(sig: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
+/// Seconds between sweeps of saved syscall arguments left by threads that died in a syscall.
+const ARGS_SWEEP_TICKS: u64 = 30;
+
 async fn wait_for_stop(
     cli: &Cli,
     mut stop: watch::Receiver<bool>,
     mut signals: Signals,
-    probes: &Probes,
+    probes: &mut Probes,
     stats: &Stats,
 ) {
     let deadline = async {
@@ -180,13 +183,23 @@ async fn wait_for_stop(
     };
     tokio::pin!(deadline);
     let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = recv_or_never(&mut signals.int) => return,
             _ = recv_or_never(&mut signals.term) => return,
             _ = &mut deadline => return,
             r = stop.changed() => if r.is_err() || *stop.borrow() { return },
-            _ = refresh.tick() => refresh_kernel_stats(probes, stats),
+            _ = refresh.tick() => {
+                refresh_kernel_stats(probes, stats);
+                ticks += 1;
+                if ticks % ARGS_SWEEP_TICKS == 0 {
+                    let n = probes.sweep_args();
+                    if n > 0 {
+                        tracing::debug!("forgot the saved arguments of {n} exited threads");
+                    }
+                }
+            }
         }
     }
 }
