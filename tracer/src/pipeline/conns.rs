@@ -314,22 +314,28 @@ impl ConnsStage {
 /// Run the stage until its input closes.
 pub async fn run(
     mut stage: ConnsStage,
-    mut ring_to_conns: mpsc::Receiver<RawEvent>,
-    conns_to_spans: mpsc::Sender<Parsed>,
+    mut ring_to_conns: mpsc::Receiver<Vec<RawEvent>>,
+    conns_to_spans: mpsc::Sender<Vec<Parsed>>,
 ) -> u64 {
     let mut out = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            ev = ring_to_conns.recv() => match ev {
-                Some(ev) => stage.handle(ev, &mut out),
+            batch = ring_to_conns.recv() => match batch {
+                Some(batch) => {
+                    for ev in batch {
+                        stage.handle(ev, &mut out);
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => stage.tick(Clock::mono_now(), &mut out),
         }
-        for p in out.drain(..) {
-            if conns_to_spans.send(p).await.is_err() {
+        while !out.is_empty() {
+            let rest = out.split_off(out.len().min(super::BATCH));
+            let full = std::mem::replace(&mut out, rest);
+            if conns_to_spans.send(full).await.is_err() {
                 return 0;
             }
         }

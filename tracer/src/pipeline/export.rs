@@ -8,25 +8,24 @@ use tokio::sync::{mpsc, watch};
 use super::SpanRef;
 use crate::{export::Exporter, stats::Stats};
 
-/// Most spans handed to exporters at once.
+/// Spans gathered for the exporters before handing them over (a batch may exceed it by one
+/// upstream batch).
 const BATCH: usize = 256;
 
 /// Run until the input closes; stop after `limit` spans (then ask the agent to stop).
 /// Returns the exporters' shutdown lines for the summary.
 pub fn run(
-    mut link_to_export: mpsc::Receiver<SpanRef>,
+    mut link_to_export: mpsc::Receiver<Vec<SpanRef>>,
     mut exporters: Vec<Box<dyn Exporter>>,
     stats: Arc<Stats>,
     limit: Option<u64>,
     stop: watch::Sender<bool>,
 ) -> Vec<String> {
-    let mut batch: Vec<SpanRef> = Vec::with_capacity(BATCH);
     let mut total = 0u64;
-    while let Some(first) = link_to_export.blocking_recv() {
-        batch.push(first);
+    while let Some(mut batch) = link_to_export.blocking_recv() {
         while batch.len() < BATCH {
             match link_to_export.try_recv() {
-                Ok(s) => batch.push(s),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
@@ -41,7 +40,6 @@ pub fn run(
                 e.export(&batch);
             }
         }
-        batch.clear();
         if limit.is_some_and(|l| total >= l) {
             let _ = stop.send(true);
         }

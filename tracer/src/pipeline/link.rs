@@ -198,8 +198,8 @@ fn inside(child: &SpanRecord, (start, end): (u64, u64)) -> bool {
 }
 
 pub async fn run(
-    mut spans_to_link: mpsc::Receiver<SpanRecord>,
-    link_to_export: mpsc::Sender<SpanRef>,
+    mut spans_to_link: mpsc::Receiver<Vec<SpanRecord>>,
+    link_to_export: mpsc::Sender<Vec<SpanRef>>,
     hold: Duration,
     stats: Arc<crate::stats::Stats>,
 ) {
@@ -209,9 +209,12 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let open = tokio::select! {
-            s = spans_to_link.recv() => match s {
-                Some(s) => {
-                    linker.link(s, Clock::mono_now(), &mut out);
+            batch = spans_to_link.recv() => match batch {
+                Some(batch) => {
+                    let now = Clock::mono_now();
+                    for s in batch {
+                        linker.link(s, now, &mut out);
+                    }
                     true
                 }
                 None => false,
@@ -225,8 +228,10 @@ pub async fn run(
             linker.flush(&mut out);
         }
         stats.link_timeouts.set(linker.timed_out);
-        for s in out.drain(..) {
-            if link_to_export.send(Arc::new(s)).await.is_err() {
+        while !out.is_empty() {
+            let n = out.len().min(super::BATCH);
+            let refs: Vec<SpanRef> = out.drain(..n).map(Arc::new).collect();
+            if link_to_export.send(refs).await.is_err() {
                 return;
             }
         }

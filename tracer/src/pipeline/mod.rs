@@ -50,11 +50,17 @@ pub struct Parsed {
     pub conn_parent: Option<ExchangeKey>,
 }
 
-/// Capacities of the channels between stages.
-pub const RING_TO_CONNS: usize = 8192;
-pub const CONNS_TO_SPANS: usize = 4096;
-pub const SPANS_TO_LINK: usize = 4096;
-pub const LINK_TO_EXPORT: usize = 4096;
+/// Stages hand each other batches (a `Vec` per send), not single items: one wake-up per batch
+/// instead of one per record kept the agent's threads switching more than working.
+/// Most items a stage puts in one batch.
+pub const BATCH: usize = 256;
+
+/// Capacities of the channels between stages, in batches (so at most `BATCH` times as many
+/// items wait in each).
+pub const RING_TO_CONNS: usize = 64;
+pub const CONNS_TO_SPANS: usize = 32;
+pub const SPANS_TO_LINK: usize = 32;
+pub const LINK_TO_EXPORT: usize = 32;
 
 /// A finished span on its way to the exporters.
 pub type SpanRef = Arc<SpanRecord>;

@@ -70,7 +70,7 @@ pub fn decode(b: &[u8]) -> Result<RawEvent, DecodeError> {
 /// Read records until `stop` turns true, then drain what is left and return.
 pub async fn run(
     ring: RingBuf<MapData>,
-    ring_to_conns: mpsc::Sender<RawEvent>,
+    ring_to_conns: mpsc::Sender<Vec<RawEvent>>,
     mut stop: watch::Receiver<bool>,
     stats: std::sync::Arc<Stats>,
 ) {
@@ -82,7 +82,7 @@ pub async fn run(
             return;
         }
     };
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(super::BATCH);
     let mut warned = false;
     loop {
         let stopping = tokio::select! {
@@ -100,10 +100,9 @@ pub async fn run(
         };
         // Drain everything available (also on stop: what was captured is still reported).
         loop {
-            batch.clear();
             {
                 let ring = fd.get_mut();
-                while batch.len() < 256 {
+                while batch.len() < super::BATCH {
                     let Some(item) = ring.next() else { break };
                     match decode(&item) {
                         Ok(ev) => batch.push(ev),
@@ -120,8 +119,8 @@ pub async fn run(
             if batch.is_empty() {
                 break;
             }
-            for ev in batch.drain(..) {
-                match &ev {
+            for ev in &batch {
+                match ev {
                     RawEvent::Open(_) => stats.events_conn_open.inc(),
                     RawEvent::Close { .. } => stats.events_conn_close.inc(),
                     RawEvent::Data(d) => {
@@ -129,9 +128,10 @@ pub async fn run(
                         stats.bytes_captured.add(d.bytes.len() as u64);
                     }
                 }
-                if ring_to_conns.send(ev).await.is_err() {
-                    return;
-                }
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(super::BATCH));
+            if ring_to_conns.send(full).await.is_err() {
+                return;
             }
         }
         if stopping || *stop.borrow() {

@@ -202,13 +202,14 @@ pub fn build(p: &Parsed, clock: &Clock, opts: SpanOptions) -> SpanRecord {
 }
 
 pub async fn run(
-    mut conns_to_spans: mpsc::Receiver<Parsed>,
-    spans_to_link: mpsc::Sender<SpanRecord>,
+    mut conns_to_spans: mpsc::Receiver<Vec<Parsed>>,
+    spans_to_link: mpsc::Sender<Vec<SpanRecord>>,
     clock: Clock,
     opts: SpanOptions,
 ) {
-    while let Some(p) = conns_to_spans.recv().await {
-        if spans_to_link.send(build(&p, &clock, opts)).await.is_err() {
+    while let Some(batch) = conns_to_spans.recv().await {
+        let spans = batch.iter().map(|p| build(p, &clock, opts)).collect();
+        if spans_to_link.send(spans).await.is_err() {
             return;
         }
     }
