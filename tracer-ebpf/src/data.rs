@@ -158,6 +158,21 @@ fn looks_http1(b: &[u8; 4]) -> bool {
     )
 }
 
+/// `BPF_RB_*` flags of `bpf_ringbuf_output` / `bpf_ringbuf_query`.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Wake the agent only when enough is waiting (see `tracer_common::event::WAKEUP_BYTES`).
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= tracer_common::event::WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Exit of a data syscall: capture its bytes into a ring-buffer record.
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
@@ -272,7 +287,7 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
     let size = core::mem::size_of::<DataHeader>() + (copied & (MAX_CAPTURE * 2 - 1));
     // SAFETY: `size` never exceeds the record.
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const DataRecord as *const u8, size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flag()).is_err() {
         count(stats::RINGBUF_DROPS_DATA);
         st.lost = 1;
     } else {
