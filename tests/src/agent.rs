@@ -89,6 +89,17 @@ impl Agent {
     /// `tracer --output FORMAT --pid P... EXTRA...`; returns once it is attached (`tracer: ready`
     /// on stderr) and fails the test if that does not happen within 30 s.
     pub fn start(format: &str, pids: &[u32], extra: &[&str]) -> Agent {
+        Self::start_with_env(format, pids, extra, &[])
+    }
+
+    /// `start`, with these environment variables set for the agent (e.g. `OTEL_EXPORTER_OTLP_*`).
+    /// The agent never inherits the test's own `OTEL_*` variables: only `env`'s reach it.
+    pub fn start_with_env(
+        format: &str,
+        pids: &[u32],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         assert!(
             !pids.is_empty(),
             "the agent must be filtered by the pids of the test's own processes"
@@ -107,6 +118,12 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("TRACER_LOG");
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
         let mut proc = Proc::spawn("tracer", &mut cmd);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

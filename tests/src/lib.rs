@@ -24,17 +24,26 @@
 //! (also on panic) and on the death of the test thread; temp dirs are removed on drop.
 //!
 //! A test that needs the agent fails (never skips) when the agent cannot load.
+//!
+//! Export: [`otlp::Receiver`] is an OTLP receiver (gRPC and HTTP) run inside the test,
+//! [`rotel::Rotel`] a third-party collector forwarding to it, [`capture::Capture`] a plain HTTP
+//! server recording requests. The agent crate's export unit tests use them too.
 
 pub mod agent;
+pub mod capture;
+pub mod otlp;
 pub mod peers;
 pub mod process;
 pub mod raw;
+pub mod rotel;
 pub mod span;
 pub mod util;
 
 pub use agent::{Agent, SPAN_TIMEOUT};
+pub use otlp::Receiver;
 pub use peers::{Curl, Nginx, PyHttpServer, PyScript, Transfer};
 pub use process::{Gated, Output, Proc};
 pub use raw::RawClient;
+pub use rotel::Rotel;
 pub use span::{Expect, Peer, Span};
 pub use util::{free_port, gettid, tracer_bin, TempDir};

@@ -1,8 +1,10 @@
 //! An OTLP receiver for the tests: gRPC (tonic, with the official generated service) and HTTP
 //! (POST /v1/traces, protobuf or JSON, gzip or not), decoding with `opentelemetry-proto`.
 //! It runs on its own runtime so stopping it really closes every connection (an outage).
+//! Used by the agent crate's export tests and by the integration tests (behind rotel).
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -10,9 +12,15 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    trace_service_server::{TraceService, TraceServiceServer},
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+/// The generated OTLP types, for tests that look into what arrived.
+pub use opentelemetry_proto::tonic as proto;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    },
+    common::v1::{any_value, AnyValue, KeyValue},
+    trace::v1::Span,
 };
 use prost::Message;
 
@@ -294,93 +302,56 @@ impl Drop for Receiver {
     }
 }
 
-/// One request a [`Capture`] server got.
+/// An attribute value as text: strings as they are, numbers and booleans printed.
+pub fn value_text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Attributes as a map of texts (see [`value_text`]).
+pub fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value_text(&kv.value)))
+        .collect()
+}
+
+/// One span as it arrived: its resource's attributes, the span, its scope's name.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub struct ReceivedSpan {
+    pub resource: HashMap<String, String>,
+    pub span: Span,
+    pub scope: String,
 }
 
-/// A plain HTTP server that records every request and answers `status` (a Zipkin stand-in
-/// that checks, not a Zipkin).
-pub struct Capture {
-    rt: Option<tokio::runtime::Runtime>,
-    pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Request>>>,
-}
-
-impl Capture {
-    pub fn start(status: u16) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        l.set_nonblocking(true).unwrap();
-        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
-        let store = requests.clone();
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(l).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let store = store.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes().to_vec())
-                                    .unwrap_or_default();
-                                store.lock().unwrap().push(Request {
-                                    method: parts.method.to_string(),
-                                    path: parts.uri.path().to_string(),
-                                    headers: parts
-                                        .headers
-                                        .iter()
-                                        .map(|(k, v)| {
-                                            (k.to_string(), v.to_str().unwrap_or("").to_string())
-                                        })
-                                        .collect(),
-                                    body,
-                                });
-                                let mut r = http::Response::new(Full::new(Bytes::new()));
-                                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                                Ok::<_, std::convert::Infallible>(r)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+/// Every span of every request, in arrival order.
+pub fn received_spans(received: &[Received]) -> Vec<ReceivedSpan> {
+    let mut out = Vec::new();
+    for r in received {
+        for rs in &r.request.resource_spans {
+            let resource = rs
+                .resource
+                .as_ref()
+                .map(|res| attrs(&res.attributes))
+                .unwrap_or_default();
+            for ss in &rs.scope_spans {
+                let scope = ss
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                for span in &ss.spans {
+                    out.push(ReceivedSpan {
+                        resource: resource.clone(),
+                        span: span.clone(),
+                        scope: scope.clone(),
+                    });
+                }
             }
-        });
-        Self {
-            rt: Some(rt),
-            addr,
-            requests,
         }
     }
-
-    pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
+    out
 }

@@ -503,6 +503,11 @@ impl Curl {
     /// `curl -sS OPTS... -o /dev/null URL...` (every body discarded), with `-w` reporting each
     /// transfer's local port, status and sizes.
     pub fn new(opts: &[&str], urls: &[String]) -> Curl {
+        Self::new_with_env(opts, urls, &[])
+    }
+
+    /// `new`, curl getting these extra environment variables (e.g. `OTEL_SERVICE_NAME`).
+    pub fn new_with_env(opts: &[&str], urls: &[String], env: &[(&str, &str)]) -> Curl {
         let curl = which("curl");
         let mut args: Vec<String> = [
             "-sS",
@@ -522,7 +527,7 @@ impl Curl {
             args.push("/dev/null".into());
             args.push(u.clone());
         }
-        let gated = Gated::spawn("curl", &curl.display().to_string(), &args);
+        let gated = Gated::spawn_with_env("curl", &curl.display().to_string(), &args, env);
         Curl {
             gated,
             urls: urls.len(),

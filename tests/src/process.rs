@@ -184,7 +184,18 @@ pub struct Gated {
 
 impl Gated {
     pub fn spawn(name: &str, program: &str, args: &[String]) -> Gated {
+        Self::spawn_with_env(name, program, args, &[])
+    }
+
+    /// `spawn`, the program getting these extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Gated {
         let mut cmd = Command::new("/bin/sh");
+        cmd.envs(env.iter().copied());
         cmd.arg("-c")
             .arg("read -r _ || exit 97; exec \"$@\"")
             .arg("sh")

@@ -3,7 +3,6 @@
 mod otlp;
 mod outage;
 mod prometheus;
-mod receiver;
 mod rotel;
 mod tls;
 mod zipkin;

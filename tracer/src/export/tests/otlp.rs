@@ -2,12 +2,12 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use opentelemetry_proto::tonic::{
-    common::v1::{any_value, KeyValue},
-    trace::v1::{span::SpanKind, status::StatusCode, Span},
+use tracer_tests::otlp::{
+    attrs,
+    proto::trace::v1::{span::SpanKind, status::StatusCode, Span},
+    received_spans, Received, Receiver,
 };
 
-use super::receiver::{Received, Receiver};
 use crate::{
     export::{
         config::{build_from_config, ExportConfig},
@@ -95,38 +95,14 @@ pub fn sample_spans() -> Vec<Arc<SpanRecord>> {
     spans
 }
 
-fn value(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-pub fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
-    kvs.iter()
-        .map(|kv| (kv.key.clone(), value(&kv.value)))
-        .collect()
-}
-
 /// All spans received, with their resource's attributes.
 pub fn spans_by_id(
     received: &[Received],
 ) -> HashMap<Vec<u8>, (HashMap<String, String>, Span, String)> {
-    let mut out = HashMap::new();
-    for r in received {
-        for rs in &r.request.resource_spans {
-            let res = attrs(&rs.resource.as_ref().unwrap().attributes);
-            for ss in &rs.scope_spans {
-                let scope = ss.scope.as_ref().unwrap().name.clone();
-                for s in &ss.spans {
-                    out.insert(s.span_id.clone(), (res.clone(), s.clone(), scope.clone()));
-                }
-            }
-        }
-    }
-    out
+    received_spans(received)
+        .into_iter()
+        .map(|r| (r.span.span_id.clone(), (r.resource, r.span, r.scope)))
+        .collect()
 }
 
 /// What every transport must deliver for [`sample_spans`].

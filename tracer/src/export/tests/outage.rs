@@ -6,10 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
-    otlp::{otlp, runtime, spans_by_id},
-    receiver::Receiver,
-};
+use tracer_tests::otlp::Receiver;
+
+use super::otlp::{otlp, runtime, spans_by_id};
 use crate::{
     export::{
         otlp::{OtlpSink, Protocol},

@@ -349,8 +349,8 @@ fn metrics_addr_in_use_is_a_clear_error() {
 /// the other exporters' counters.
 #[test]
 fn several_exporters_at_once() {
-    let rx = super::receiver::Receiver::start(0, 0);
-    let zipkin = super::receiver::Capture::start(202);
+    let rx = tracer_tests::otlp::Receiver::start(0, 0);
+    let zipkin = tracer_tests::capture::Capture::start(202);
     let rt = runtime();
     let mut cfg = super::otlp::config(Some(super::otlp::otlp(
         format!("http://{}", rx.grpc),

@@ -3,10 +3,9 @@
 
 use std::{path::Path, process::Command, sync::Arc, time::Duration};
 
-use super::{
-    otlp::{check_delivery, config, otlp, runtime, sample_spans},
-    receiver::{Receiver, Tls},
-};
+use tracer_tests::otlp::{Receiver, Tls};
+
+use super::otlp::{check_delivery, config, otlp, runtime, sample_spans};
 use crate::{
     export::{config::build_from_config, otlp::Protocol},
     stats::Stats,

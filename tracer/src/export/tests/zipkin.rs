@@ -4,10 +4,9 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::Value as Json;
 
-use super::{
-    otlp::{config, runtime, sample_spans},
-    receiver::Capture,
-};
+use tracer_tests::capture::Capture;
+
+use super::otlp::{config, runtime, sample_spans};
 use crate::{
     export::{config::build_from_config, zipkin::ZipkinConfig},
     span::{hex, SpanKind},
