@@ -193,7 +193,7 @@ async fn wait_for_stop(
             _ = refresh.tick() => {
                 refresh_kernel_stats(probes, stats);
                 ticks += 1;
-                if ticks % ARGS_SWEEP_TICKS == 0 {
+                if ticks.is_multiple_of(ARGS_SWEEP_TICKS) {
                     let n = probes.sweep_args();
                     if n > 0 {
                         tracing::debug!("forgot the saved arguments of {n} exited threads");
