@@ -17,7 +17,7 @@ use tracer_common::{
 use crate::args::Args;
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
 /// (tgid, fd) -> connection state; LRU so fds of vanished processes age out.
 #[map]
@@ -71,6 +71,8 @@ pub static OFFSETS: Global<Offsets> = Global::new(Offsets {
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
     sk_protocol: Offsets::ABSENT,
+    skc_net: Offsets::ABSENT,
+    net_ns_inum: Offsets::ABSENT,
 });
 
 /// Add one to a counter.
