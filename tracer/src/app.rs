@@ -222,14 +222,13 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         stats.bytes_captured.get(),
     );
     eprintln!(
-        "tracer: drops: ring buffer data={} conn={}, malformed records={}, data without connection={}, connections evicted={} idle={}, export queue={}",
+        "tracer: drops: ring buffer data={} conn={}, malformed records={}, data without connection={}, connections evicted={} idle={}",
         stats.kernel(k::RINGBUF_DROPS_DATA),
         stats.kernel(k::RINGBUF_DROPS_CONN),
         stats.events_malformed.get(),
         stats.data_unknown_conn.get(),
         stats.conns_evicted_lru.get(),
         stats.conns_expired_idle.get(),
-        stats.export_queue_drops.get(),
     );
     eprintln!(
         "tracer: connections: HTTP recognised={}, left untraced after their first bytes={}; iovec arrays cut at {} entries={}",

@@ -55,8 +55,6 @@ pub struct Stats {
     pub requests_unanswered: Counter,
     /// Spans released without their expected parent (it never came within the hold bound).
     pub link_timeouts: Gauge,
-    /// Spans dropped by the export fan-out because its queue was full.
-    pub export_queue_drops: Counter,
     /// Kernel counters (ring-buffer losses...), refreshed periodically, by `tracer_common::stats` id.
     pub kernel: [Gauge; tracer_common::stats::COUNT as usize],
 }

@@ -223,10 +223,6 @@ impl Collector for AgentCollector {
                     [("reason", "connection_evicted")],
                     s.conns_evicted_lru.get(),
                 ),
-                (
-                    [("reason", "export_fanout_queue_full")],
-                    s.export_queue_drops.get(),
-                ),
             ],
         )?;
         counter(
