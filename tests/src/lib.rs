@@ -31,12 +31,15 @@
 
 pub mod agent;
 pub mod capture;
+pub mod netns;
 pub mod otlp;
 pub mod peers;
 pub mod process;
+pub mod pyapp;
 pub mod raw;
 pub mod rotel;
 pub mod span;
+pub mod trace;
 pub mod util;
 
 pub use agent::{Agent, SPAN_TIMEOUT};

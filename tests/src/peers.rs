@@ -3,13 +3,14 @@
 //! killed) when dropped.
 
 use std::{
-    net::TcpStream,
+    net::{IpAddr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use crate::{
+    netns::Namespaces,
     process::{line_channel, Gated, Output, Proc},
     span::Peer,
     util::{children_of, exe_of, free_port, poll, which, TempDir},
@@ -55,7 +56,7 @@ pub fn exe_info(pid: u32) -> ExeInfo {
 
 /// Start a python process that prints a line containing `marker` followed by its port, and
 /// return it with that port.
-fn start_python(name: &str, cmd: &mut Command, marker: &str, log: &Path) -> (Proc, u16) {
+pub fn start_python(name: &str, cmd: &mut Command, marker: &str, log: &Path) -> (Proc, u16) {
     let log_file = std::fs::File::create(log).unwrap();
     no_proxy(cmd)
         .env("PYTHONUNBUFFERED", "1")
@@ -334,18 +335,44 @@ impl PyScript {
 }
 
 /// nginx (the Debian package) with a config of its own in a temp dir: a master and one worker,
-/// `daemon off`, static files from `www`, and `location /proxy/` proxied to an upstream port
-/// (HTTP/1.1) when given.
+/// `daemon off`, static files from `www`, and `location /proxy/` proxied to an upstream (HTTP/1.1)
+/// when given.
 pub struct Nginx {
     proc: Proc,
     pub port: u16,
+    /// The address it listens on.
+    pub addr: IpAddr,
     pub worker: u32,
     pub exe: ExeInfo,
     dir: TempDir,
 }
 
+/// Port nginx listens on inside a network namespace of the test (private: no conflicts).
+const NETNS_PORT: u16 = 8080;
+
 impl Nginx {
+    /// On 127.0.0.1 (a free port), proxying to 127.0.0.1:`upstream` when given.
     pub fn start(www: &Path, upstream: Option<u16>) -> Self {
+        let up = upstream.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        Self::launch(www, up, None)
+    }
+
+    /// Inside network namespace `label` of `ns`, listening on `addr`:8080, proxying to `upstream`.
+    pub fn start_in(
+        ns: &Namespaces,
+        label: &str,
+        addr: IpAddr,
+        www: &Path,
+        upstream: SocketAddr,
+    ) -> Self {
+        Self::launch(www, Some(upstream), Some((ns, label, addr)))
+    }
+
+    fn launch(
+        www: &Path,
+        upstream: Option<SocketAddr>,
+        netns: Option<(&Namespaces, &str, IpAddr)>,
+    ) -> Self {
         let bin = which("nginx");
         let mut last_log = String::new();
         for _attempt in 0..5 {
@@ -360,11 +387,14 @@ impl Nginx {
             ] {
                 std::fs::create_dir_all(dir.join(d)).unwrap();
             }
-            let port = free_port();
+            let (addr, port) = match netns {
+                Some((_, _, addr)) => (addr, NETNS_PORT),
+                None => (IpAddr::from([127, 0, 0, 1]), free_port()),
+            };
             let d = dir.path().display();
             let proxy = upstream.map_or(String::new(), |up| {
                 format!(
-                    "        location /proxy/ {{\n            proxy_pass http://127.0.0.1:{up}/;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n"
+                    "        location /proxy/ {{\n            proxy_pass http://{up}/;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n"
                 )
             });
             let conf = format!(
@@ -384,16 +414,24 @@ http {{
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen {listen};
         server_name localhost;
         root {www};
 {proxy}    }}
 }}
 "#,
-                www = www.display()
+                www = www.display(),
+                listen = SocketAddr::new(addr, port)
             );
             let conf_path = dir.write("nginx.conf", conf.as_bytes());
-            let mut cmd = Command::new(&bin);
+            let mut cmd = match netns {
+                Some((ns, label, _)) => {
+                    let mut c = Command::new(which("ip"));
+                    c.args(ns.exec_args(label)).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
             cmd.arg("-c")
                 .arg(&conf_path)
                 .arg("-p")
@@ -417,7 +455,15 @@ http {{
                     break;
                 }
                 // Listening, and its worker forked.
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let listening = match netns {
+                    Some((ns, label, _)) => ns.wait_listening(
+                        label,
+                        SocketAddr::new(addr, port),
+                        Duration::from_millis(50),
+                    ),
+                    None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                };
+                if listening {
                     let master = proc.pid;
                     let workers = poll(START_TIMEOUT, || {
                         let c = children_of(master);
@@ -433,6 +479,7 @@ http {{
                     return Nginx {
                         proc,
                         port,
+                        addr,
                         worker: workers[0],
                         exe,
                         dir,
@@ -440,7 +487,7 @@ http {{
                 }
                 if Instant::now() >= deadline {
                     panic!(
-                        "nginx did not listen on 127.0.0.1:{port} within {START_TIMEOUT:?}\n{}",
+                        "nginx did not listen on {addr}:{port} within {START_TIMEOUT:?}\n{}",
                         log(&dir)
                     );
                 }
@@ -464,7 +511,7 @@ http {{
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", SocketAddr::new(self.addr, self.port))
     }
 
     /// The worker, which serves and proxies.
@@ -496,7 +543,8 @@ pub struct Curl {
     urls: usize,
 }
 
-const CURL_WRITE_OUT: &str =
+/// What `Curl` asks curl to print after each transfer (see [`parse_transfers`]).
+pub const CURL_WRITE_OUT: &str =
     "transfer: %{local_port} %{http_code} %{size_download} %{size_upload}\n";
 
 impl Curl {
