@@ -141,3 +141,88 @@ fn curl_nginx_backend_service_across_namespaces() {
     assert_chain(&spans);
 }
 
+/// Two hosts that use the same loopback addresses and ports at the same time: in each of
+/// namespaces x and y, curl connects from 127.0.0.1:40000 to a server on 127.0.0.1:8080. The
+/// connections have identical ends, but loopback traffic never leaves its namespace, so each
+/// server span's parent is the curl of its own namespace, whatever the timing. Here x's server
+/// reads its request only after y's curl connected and while y's curl waits for its (slow)
+/// answer: pairing by addresses alone would make y's curl the parent of x's server span.
+#[test]
+fn same_loopback_ends_in_two_namespaces() {
+    let ns = Namespaces::create(&["x", "y"]);
+    let lo = "127.0.0.1";
+    let server_x = PyApp::start_in(
+        Some(ns.exec_args("x")),
+        "server (x)",
+        RELAY,
+        &["--bind", lo, "--port", "8080", "--read-delay", "1"],
+    );
+    let server_y = PyApp::start_in(
+        Some(ns.exec_args("y")),
+        "server (y)",
+        RELAY,
+        &["--bind", lo, "--port", "8080", "--delay", "2"],
+    );
+    let curl = |label: &str, path: &str| {
+        let mut args = ns.exec_args(label);
+        args.extend(
+            [
+                which("curl").display().to_string().as_str(),
+                "-sS",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "30",
+                "--local-port",
+                "40000",
+                "-w",
+                CURL_WRITE_OUT,
+                "-o",
+                "/dev/null",
+            ]
+            .map(String::from),
+        );
+        args.push(format!("http://{lo}:8080{path}"));
+        Gated::spawn(
+            &format!("curl ({label})"),
+            &which("ip").display().to_string(),
+            &args,
+        )
+    };
+    let mut curl_x = curl("x", "/x");
+    let mut curl_y = curl("y", "/y");
+    let (px, py) = (curl_x.pid(), curl_y.pid());
+    let agent = Agent::json(&[px, py, server_x.pid(), server_y.pid()], &[]);
+    curl_x.release();
+    std::thread::sleep(Duration::from_millis(300));
+    curl_y.release();
+    for (c, server) in [(curl_x, &server_x), (curl_y, &server_y)] {
+        let out = c.finish(Duration::from_secs(40));
+        let t = parse_transfers(&out);
+        assert_eq!(
+            (out.code(), t.first().map(|t| (t.code, t.local_port))),
+            (Some(0), Some((200, 40000))),
+            "{}\n--- server ---\n{}",
+            out.describe(),
+            server.log()
+        );
+    }
+    let spans = agent.expect_exact(&[
+        Peer::curl(px)
+            .client("GET", "/x", 8080)
+            .status(200)
+            .top("tracer.link", "root"),
+        server(&server_x.peer(), "/x", lo, 8080, lo)
+            .attr("client.port", 40000)
+            .top("tracer.link", "connection"),
+        Peer::curl(py)
+            .client("GET", "/y", 8080)
+            .status(200)
+            .top("tracer.link", "root"),
+        server(&server_y.peer(), "/y", lo, 8080, lo)
+            .attr("client.port", 40000)
+            .top("tracer.link", "connection"),
+    ]);
+    assert_chain(&spans[..2]);
+    assert_chain(&spans[2..]);
+}

@@ -73,7 +73,9 @@ pub struct ConnEvent {
     pub remote_port: u16,
     /// One of [`role`].
     pub role: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// Inode number of the socket's network namespace (`ls -i /proc/PID/ns/net`); 0 if unknown.
+    pub netns: u32,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
     /// Cgroup v2 id of the process.

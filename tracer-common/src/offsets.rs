@@ -22,8 +22,12 @@ pub struct Offsets {
     pub skc_v6_rcv_saddr: u32,
     /// `sock.sk_protocol` when it is a plain u16 (kernels >= 5.6); [`Offsets::ABSENT`] otherwise.
     pub sk_protocol: u32,
+    /// `sock_common.skc_net` (a `struct net *`); [`Offsets::ABSENT`] without network namespaces.
+    pub skc_net: u32,
+    /// `net.ns.inum`, the namespace's inode number; [`Offsets::ABSENT`] as `skc_net`.
+    pub net_ns_inum: u32,
 }
-crate::assert_size!(Offsets, 68);
+crate::assert_size!(Offsets, 76);
 
 impl Offsets {
     pub const ABSENT: u32 = u32::MAX;

@@ -89,6 +89,20 @@ pub unsafe fn tcp_sock_of_fd(fd: i32) -> Result<Option<*const u8>, i64> {
     Ok(Some(sk))
 }
 
+/// Inode number of the network namespace of socket `sk`; 0 when the kernel has none.
+#[inline(always)]
+pub unsafe fn sock_netns(sk: *const u8) -> Result<u32, i64> {
+    let o: Offsets = OFFSETS.load();
+    if o.skc_net == Offsets::ABSENT || o.net_ns_inum == Offsets::ABSENT {
+        return Ok(0);
+    }
+    let net: *const u8 = read_at(sk, o.skc_net)?;
+    if net.is_null() {
+        return Ok(0);
+    }
+    read_at(net, o.net_ns_inum)
+}
+
 #[inline(always)]
 pub unsafe fn sock_info(sk: *const u8) -> Result<SockInfo, i64> {
     let o: Offsets = OFFSETS.load();
@@ -208,6 +222,8 @@ pub fn emit_open(key: &ConnKey, st: &ConnState) -> Result<(), i64> {
     };
     // SAFETY: as above.
     let info = unsafe { sock_info(sk)? };
+    // SAFETY: as above.
+    let netns = unsafe { sock_netns(sk)? };
     let pid_tgid = bpf_get_current_pid_tgid();
     let ev = ConnEvent {
         header: EventHeader {
@@ -224,7 +240,8 @@ pub fn emit_open(key: &ConnKey, st: &ConnState) -> Result<(), i64> {
         local_port: info.local_port,
         remote_port: info.remote_port,
         role: st.role,
-        _pad: [0; 5],
+        _pad: 0,
+        netns,
         local_addr: info.local_addr,
         remote_addr: info.remote_addr,
         // SAFETY: helper without arguments.

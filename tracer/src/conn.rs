@@ -25,6 +25,8 @@ pub struct ConnMeta {
     pub role: Role,
     pub endpoints: Endpoints,
     pub cgroup_id: u64,
+    /// Inode number of the socket's network namespace; 0 if unknown.
+    pub netns: u32,
     pub process: Arc<ProcessInfo>,
 }
 
@@ -66,6 +68,7 @@ impl ConnMeta {
                 remote: (ip_of(ev.family, &ev.remote_addr), ev.remote_port),
             },
             cgroup_id: ev.cgroup_id,
+            netns: ev.netns,
             process,
         }
     }
@@ -125,6 +128,11 @@ impl ConnTable {
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Conn> {
         self.conns.get_mut(&id)
+    }
+
+    /// `get_mut` without making it the most recently used (no traffic of its own happened).
+    pub fn peek_mut(&mut self, id: u64) -> Option<&mut Conn> {
+        self.conns.peek_mut(&id)
     }
 
     pub fn remove(&mut self, id: u64) -> Option<Conn> {

@@ -76,6 +76,17 @@ pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
     let skc = off("sock", "__sk_common")?;
     let skc_off = |m: &str| off("sock_common", m).map(|o| o + skc);
     let optional = |r: Result<u32, btf::BtfError>| r.unwrap_or(Offsets::ABSENT);
+    // `possible_net_t` holds just the `struct net *` (at its start), and nothing at all on kernels
+    // built without network namespaces: then every socket is in the one namespace.
+    let skc_net = btf
+        .member("sock_common", "skc_net")
+        .ok()
+        .filter(|m| m.size == 8)
+        .map_or(Offsets::ABSENT, |m| m.offset + skc);
+    let net_ns_inum = match (off("net", "ns"), off("ns_common", "inum")) {
+        (Ok(ns), Ok(inum)) => ns + inum,
+        _ => Offsets::ABSENT,
+    };
     Ok(Offsets {
         task_files: off("task_struct", "files")?,
         files_fdt: off("files_struct", "fdt")?,
@@ -99,6 +110,12 @@ pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
             .ok()
             .filter(|m| m.size == 2)
             .map_or(Offsets::ABSENT, |m| m.offset),
+        skc_net: if net_ns_inum == Offsets::ABSENT {
+            Offsets::ABSENT
+        } else {
+            skc_net
+        },
+        net_ns_inum,
     })
 }
 

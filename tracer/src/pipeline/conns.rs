@@ -7,7 +7,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
@@ -15,7 +14,7 @@ use std::{
 use tokio::sync::mpsc;
 use tracer_common::data::{direction, flags};
 
-use super::{DataEvent, Parsed, RawEvent};
+use super::{pairs::Pairs, DataEvent, Parsed, RawEvent};
 use crate::{
     clock::Clock,
     conn::{comm_str, Conn, ConnMeta, ConnTable},
@@ -24,14 +23,6 @@ use crate::{
     span::ExchangeKey,
     stats::Stats,
 };
-
-/// (local, remote) ends of a connection.
-type Ends = (SocketAddr, SocketAddr);
-
-fn ends(meta: &ConnMeta) -> Ends {
-    let (l, r) = (meta.endpoints.local, meta.endpoints.remote);
-    (SocketAddr::new(l.0, l.1), SocketAddr::new(r.0, r.1))
-}
 
 /// Most server requests tracked in flight per thread (an event loop may hold many).
 const MAX_INFLIGHT_PER_THREAD: usize = 256;
@@ -155,7 +146,7 @@ pub struct ConnsStage {
     processes: ProcessCache,
     sink: Sink,
     /// Connections by their ends, to find both ends of one TCP connection on this host.
-    by_ends: HashMap<Ends, u64>,
+    pairs: Pairs,
 }
 
 impl ConnsStage {
@@ -170,7 +161,7 @@ impl ConnsStage {
                 scratch: ParseOutput::default(),
                 inflight: HashMap::new(),
             },
-            by_ends: HashMap::new(),
+            pairs: Pairs::default(),
         }
     }
 
@@ -252,22 +243,15 @@ impl ConnsStage {
     }
 
     /// Find the other end of `conn` among traced connections (both ends on this host, possibly
-    /// in different network namespaces of this kernel) and remember it.
+    /// in different network namespaces of this kernel) and remember it (see `pairs`).
     fn pair(&mut self, conn: &mut Conn) {
-        let (local, remote) = ends(&conn.meta);
-        if local.ip().is_unspecified() || remote.ip().is_unspecified() {
-            return;
-        }
-        if let Some(&other) = self.by_ends.get(&(remote, local)) {
-            if let Some(o) = self.table.get_mut(other) {
-                match (conn.meta.role, o.meta.role) {
-                    (Role::Server, Role::Client) => conn.mirror = Some(other),
-                    (Role::Client, Role::Server) => o.mirror = Some(conn.meta.conn_id),
-                    _ => {}
-                }
+        for (server, client) in self.pairs.add(&conn.meta) {
+            if server == conn.meta.conn_id {
+                conn.mirror = client;
+            } else if let Some(s) = self.table.peek_mut(server) {
+                s.mirror = client;
             }
         }
-        self.by_ends.insert((local, remote), conn.meta.conn_id);
     }
 
     /// A connection left the table: report what its close completes, forget its links.
@@ -277,10 +261,7 @@ impl ConnsStage {
         }
         self.sink.collect(conn, out);
         self.sink.forget(conn);
-        let key = ends(&conn.meta);
-        if self.by_ends.get(&key) == Some(&conn.meta.conn_id) {
-            self.by_ends.remove(&key);
-        }
+        self.pairs.remove(&conn.meta);
     }
 
     /// Periodic work at monotonic `now`: report requests that waited too long, forget idle

@@ -11,6 +11,7 @@
 pub mod conns;
 pub mod export;
 pub mod link;
+pub mod pairs;
 pub mod ringbuf;
 pub mod spans;
 
