@@ -71,6 +71,8 @@ pub static OFFSETS: Global<Offsets> = Global::new(Offsets {
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
     sk_protocol: Offsets::ABSENT,
+    skc_net: Offsets::ABSENT,
+    net_ns_inum: Offsets::ABSENT,
 });
 
 /// Add one to a counter.
