@@ -13,7 +13,8 @@ pub struct Peers {
 }
 
 /// The programs the tests talk to: servers and clients, an OTLP collector (rotel), a Prometheus
-/// parser, and openssl for the TLS exporter test's certificates.
+/// parser, openssl for the TLS exporter test's certificates, and an application instrumented
+/// with the OpenTelemetry SDK (context propagation test).
 pub const TEST_PEERS: Peers = Peers {
     debian: &[
         "nginx",
@@ -23,7 +24,12 @@ pub const TEST_PEERS: Peers = Peers {
         "openssl",
         "python3",
     ],
-    pip: &["rotel", "prometheus-client"],
+    pip: &[
+        "rotel",
+        "prometheus-client",
+        "opentelemetry-sdk",
+        "opentelemetry-instrumentation-requests",
+    ],
 };
 
 /// The load generators and profilers of `cargo xtask bench`, and scenario 5's alternatives
