@@ -16,6 +16,9 @@ use crate::{
 pub const RELAY: &str = include_str!("py/relay.py");
 /// The same on one asyncio event loop (`py/async_relay.py`).
 pub const ASYNC_RELAY: &str = include_str!("py/async_relay.py");
+/// The same with requests read and handled by tasks of one shared thread pool
+/// (`py/pool_relay.py`).
+pub const POOL_RELAY: &str = include_str!("py/pool_relay.py");
 /// Concurrent keep-alive clients, one token per request (`py/load_client.py`).
 pub const LOAD_CLIENT: &str = include_str!("py/load_client.py");
 /// A client instrumented with the OpenTelemetry SDK (`py/otel_client.py`).

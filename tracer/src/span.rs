@@ -107,6 +107,21 @@ impl LinkKind {
     }
 }
 
+/// How the thread that read a server span's request served it, which decides whether the client
+/// requests that thread started meanwhile may be its children (`thread` links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadUse {
+    /// Read and answered by one thread that served no other connection meanwhile (and every
+    /// client span).
+    Own,
+    /// The thread moved server bytes of other connections meanwhile (an event loop, or tasks
+    /// moving between threads).
+    Shared,
+    /// Answered by another thread than the one that read it: the process moves requests between
+    /// threads, so no thread of it serves one request at a time.
+    Moved,
+}
+
 /// Both ends of the span's TCP connection, seen from the traced process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoints {
@@ -156,6 +171,8 @@ pub struct SpanRecord {
     /// The client exchange at the other end of this server span's connection (both ends traced
     /// on this host), if any.
     pub conn_parent: Option<ExchangeKey>,
+    /// Server spans: how their thread served them.
+    pub thread_use: ThreadUse,
 }
 
 impl SpanRecord {

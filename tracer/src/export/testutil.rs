@@ -65,5 +65,6 @@ pub fn span_of(process: Arc<ProcessInfo>, n: u32) -> SpanRecord {
         exchange: Default::default(),
         thread_parent: None,
         conn_parent: None,
+        thread_use: crate::span::ThreadUse::Own,
     }
 }

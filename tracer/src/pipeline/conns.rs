@@ -5,16 +5,12 @@
 //! its thread was serving when a client request started, and the other end of a connection when
 //! both ends are traced on this host.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use tracer_common::data::{direction, flags};
 
-use super::{pairs::Pairs, DataEvent, Parsed, RawEvent};
+use super::{pairs::Pairs, threads::Threads, DataEvent, Parsed, RawEvent};
 use crate::{
     clock::Clock,
     conn::{comm_str, Conn, ConnMeta, ConnTable},
@@ -23,9 +19,6 @@ use crate::{
     span::ExchangeKey,
     stats::Stats,
 };
-
-/// Most server requests tracked in flight per thread (an event loop may hold many).
-const MAX_INFLIGHT_PER_THREAD: usize = 256;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnsConfig {
@@ -39,8 +32,8 @@ struct Sink {
     stats: Arc<Stats>,
     logged: HashSet<ParseError>,
     scratch: ParseOutput,
-    /// Server exchanges started and not yet reported, by the (tgid, tid) that read the request.
-    inflight: HashMap<(u32, u32), Vec<ExchangeKey>>,
+    /// Server exchanges started and not yet reported, by the thread that read the request.
+    threads: Threads,
 }
 
 impl Sink {
@@ -59,20 +52,17 @@ impl Sink {
             if matches!(ex.outcome, Outcome::Timeout | Outcome::Closed) {
                 self.stats.requests_unanswered.inc();
             }
-            let (thread_parent, conn_parent) = match ex.role {
-                Role::Client => (conn.thread_parents.pop_front().flatten(), None),
-                _ => {
-                    if let Some(v) = self.inflight.get_mut(&(meta.tgid, ex.request_tid)) {
-                        v.retain(|k| *k != exchange);
-                    }
-                    (
-                        None,
-                        conn.mirror.map(|m| ExchangeKey {
-                            conn_id: m,
-                            seq: exchange.seq,
-                        }),
-                    )
-                }
+            let (thread_parent, conn_parent, thread_shared) = match ex.role {
+                Role::Client => (conn.thread_parents.pop_front().flatten(), None, false),
+                _ => (
+                    None,
+                    conn.mirror.map(|m| ExchangeKey {
+                        conn_id: m,
+                        seq: exchange.seq,
+                    }),
+                    self.threads
+                        .server_done(meta.tgid, ex.request_tid, exchange),
+                ),
             };
             out.push(Parsed {
                 meta: meta.clone(),
@@ -80,6 +70,7 @@ impl Sink {
                 exchange,
                 thread_parent,
                 conn_parent,
+                thread_shared,
             });
         }
         for e in self.scratch.errors.drain(..) {
@@ -96,31 +87,26 @@ impl Sink {
 
     /// Record requests that started with the last segment (moved by thread `tid`): server ones
     /// as in flight on that thread, client ones with the one server request that thread was
-    /// serving, if exactly one (several in flight on an event loop: ambiguous, not linked).
+    /// serving, if exactly one (see `threads`).
     fn note_starts(&mut self, conn: &mut Conn, tid: u32) {
         let Some(parser) = conn.parser.as_ref() else {
             return;
         };
         let started = conn.seq_done + parser.pending_count() as u64;
-        let key = (conn.meta.tgid, tid);
+        let tgid = conn.meta.tgid;
         while conn.seq_started < started {
             let seq = conn.seq_started;
             conn.seq_started += 1;
             match conn.meta.role {
                 Role::Server => {
-                    let v = self.inflight.entry(key).or_default();
-                    if v.len() < MAX_INFLIGHT_PER_THREAD {
-                        v.push(ExchangeKey {
-                            conn_id: conn.meta.conn_id,
-                            seq,
-                        });
-                    }
+                    let key = ExchangeKey {
+                        conn_id: conn.meta.conn_id,
+                        seq,
+                    };
+                    self.threads.server_started(tgid, tid, key);
                 }
                 Role::Client => {
-                    let parent = match self.inflight.get(&key).map(Vec::as_slice) {
-                        Some([only]) => Some(*only),
-                        _ => None,
-                    };
+                    let parent = self.threads.client_started(tgid, tid);
                     conn.thread_parents.push_back(parent);
                 }
                 Role::Unknown => {}
@@ -130,13 +116,7 @@ impl Sink {
 
     /// Forget in-flight requests of a connection that left the table.
     fn forget(&mut self, conn: &Conn) {
-        let (tgid, id) = (conn.meta.tgid, conn.meta.conn_id);
-        self.inflight.retain(|(t, _), v| {
-            if *t == tgid {
-                v.retain(|k| k.conn_id != id);
-            }
-            !v.is_empty()
-        });
+        self.threads.forget(conn.meta.tgid, conn.meta.conn_id);
     }
 }
 
@@ -159,7 +139,7 @@ impl ConnsStage {
                 stats,
                 logged: HashSet::new(),
                 scratch: ParseOutput::default(),
-                inflight: HashMap::new(),
+                threads: Threads::default(),
             },
             pairs: Pairs::default(),
         }
@@ -237,6 +217,9 @@ impl ConnsStage {
         }
         if let Some(parser) = conn.parser.as_mut() {
             parser.feed(&seg, &mut self.sink.scratch);
+        }
+        if conn.meta.role == Role::Server {
+            self.sink.threads.server_io(h.tgid, h.tid, h.conn_id);
         }
         self.sink.collect(conn, out);
         self.sink.note_starts(conn, seg.tid);

@@ -4,7 +4,8 @@
 //! - `connection`: a server span whose client is a traced process on this host: the client span
 //!   at the other end of the same TCP connection, request for request;
 //! - `thread`: a client span whose request started while its thread was serving exactly one
-//!   request: that server span;
+//!   request: that server span, provided that thread served it alone from request to answer
+//!   and the process is not one that moves requests between threads (see `threads`);
 //! - `root`: none of these (or the expected parent never came within the hold bound).
 //!
 //! A parent finishes after its children, so a child waits (bounded by `hold_ns`) for its
@@ -21,7 +22,7 @@ use super::SpanRef;
 use crate::{
     clock::Clock,
     context,
-    span::{ExchangeKey, LinkKind, SpanRecord},
+    span::{ExchangeKey, LinkKind, SpanRecord, ThreadUse},
 };
 
 /// Timing slack when checking that a child lies inside its parent (same kernel clock).
@@ -39,6 +40,8 @@ struct Node {
     trace_id: Option<[u8; 16]>,
     /// Monotonic start/end of the exchange's span, once it arrived.
     interval: Option<(u64, u64)>,
+    /// Whether the span's thread served it alone (a server span may be a thread parent).
+    own_thread: bool,
     waiters: Vec<Waiting>,
 }
 
@@ -48,9 +51,16 @@ pub struct Linker<R: Rng> {
     /// (deadline, parent) of waiting children, in arrival order (deadlines are monotonic).
     deadlines: VecDeque<(u64, ExchangeKey)>,
     hold_ns: u64,
+    /// Processes seen answering a request on another thread than the one that read it: their
+    /// threads do not serve one request at a time, so none of their client spans is linked by
+    /// thread (even to a server span that looked served alone).
+    moved: LruCache<u32, ()>,
     /// Children released as roots because their parent never came.
     pub timed_out: u64,
 }
+
+/// Processes remembered as moving requests between threads.
+const MOVED_PROCESSES: usize = 4096;
 
 impl<R: Rng> Linker<R> {
     pub fn new(rng: R, capacity: usize, hold: Duration) -> Self {
@@ -58,6 +68,7 @@ impl<R: Rng> Linker<R> {
             rng,
             nodes: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
             deadlines: VecDeque::new(),
+            moved: LruCache::new(NonZeroUsize::new(MOVED_PROCESSES).unwrap_or(NonZeroUsize::MIN)),
             hold_ns: hold.as_nanos() as u64,
             timed_out: 0,
         }
@@ -98,6 +109,9 @@ impl<R: Rng> Linker<R> {
 
     /// Link one span; finished spans (this one and any it unblocks) are appended to `out`.
     pub fn link(&mut self, mut span: SpanRecord, now: u64, out: &mut Vec<SpanRecord>) {
+        if span.thread_use == ThreadUse::Moved {
+            self.moved.put(span.process.pid, ());
+        }
         span.span_id = self.node(span.exchange, out).span_id;
         if let Some(ctx) = context::extract(&span.context_headers) {
             span.parent_span_id = Some(ctx.span_id);
@@ -112,10 +126,13 @@ impl<R: Rng> Linker<R> {
             let t = self.trace_id();
             return self.resolve(span, t, LinkKind::Root, out);
         };
+        let moved = self.moved.contains(&span.process.pid);
         let pnode = self.node(pkey, out);
         span.parent_span_id = Some(pnode.span_id);
         match (pnode.trace_id, pnode.interval) {
-            (Some(trace), Some(iv)) if inside(&span, iv) => self.resolve(span, trace, link, out),
+            (Some(trace), Some(iv)) if fits(&span, link, iv, pnode.own_thread, moved) => {
+                self.resolve(span, trace, link, out)
+            }
             (Some(_), _) => self.release_as_root(span, out),
             (None, _) => {
                 pnode.waiters.push(Waiting { span, link });
@@ -144,17 +161,20 @@ impl<R: Rng> Linker<R> {
             span.trace_id = trace;
             span.link = link;
             let iv = (span.start_mono_ns, span.end_mono_ns);
+            let own = span.thread_use == ThreadUse::Own;
             let waiters = match self.nodes.get_mut(&span.exchange) {
                 Some(n) => {
                     n.trace_id = Some(trace);
                     n.interval = Some(iv);
+                    n.own_thread = own;
                     std::mem::take(&mut n.waiters)
                 }
                 None => Vec::new(),
             };
             out.push(span);
             for w in waiters {
-                if inside(&w.span, iv) {
+                let moved = self.moved.contains(&w.span.process.pid);
+                if fits(&w.span, w.link, iv, own, moved) {
                     stack.push((w.span, trace, w.link));
                 } else {
                     let mut child = w.span;
@@ -195,6 +215,12 @@ impl<R: Rng> Linker<R> {
 fn inside(child: &SpanRecord, (start, end): (u64, u64)) -> bool {
     child.start_mono_ns.saturating_add(TOLERANCE_NS) >= start
         && child.end_mono_ns <= end.saturating_add(TOLERANCE_NS)
+}
+
+/// Whether `child` may be linked (by `link`) to a parent with interval `iv` whose thread served
+/// it alone (`own_thread`); `moved`: the child's process moves requests between threads.
+fn fits(child: &SpanRecord, link: LinkKind, iv: (u64, u64), own_thread: bool, moved: bool) -> bool {
+    inside(child, iv) && (link != LinkKind::Thread || (own_thread && !moved))
 }
 
 pub async fn run(
@@ -274,6 +300,7 @@ mod tests {
             exchange: ExchangeKey { conn_id: conn, seq },
             thread_parent: None,
             conn_parent: None,
+            thread_use: ThreadUse::Own,
         }
     }
 
@@ -390,5 +417,53 @@ mod tests {
             .iter()
             .any(|s| s.conn_id == 2 && s.link == LinkKind::Root));
         assert_eq!(out.len(), 11);
+    }
+
+    /// nginx-like: the client span started while its thread served one request.
+    fn thread_child_of(parent_use: ThreadUse) -> SpanRecord {
+        let mut l = linker();
+        let mut out = vec![];
+        let mut child = span(2, 0, SpanKind::Client, 20, 30);
+        child.thread_parent = Some(key(1, 0));
+        l.link(child, 0, &mut out);
+        let mut parent = span(1, 0, SpanKind::Server, 10, 40);
+        parent.thread_use = parent_use;
+        l.link(parent, 0, &mut out);
+        out.into_iter().find(|s| s.conn_id == 2).unwrap()
+    }
+
+    #[test]
+    fn thread_parent_must_have_had_its_thread_alone() {
+        assert_eq!(thread_child_of(ThreadUse::Own).link, LinkKind::Thread);
+        for other in [ThreadUse::Shared, ThreadUse::Moved] {
+            let c = thread_child_of(other);
+            assert_eq!(
+                (c.link, c.parent_span_id),
+                (LinkKind::Root, None),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_thread_links_in_a_process_that_moves_requests_between_threads() {
+        let mut l = linker();
+        let mut out = vec![];
+        // A request of the process answered on another thread than the one that read it...
+        let mut moved = span(9, 0, SpanKind::Server, 1, 2);
+        moved.thread_use = ThreadUse::Moved;
+        l.link(moved, 0, &mut out);
+        // ...so a later thread parent that looked served alone is not trusted either.
+        let mut child = span(2, 0, SpanKind::Client, 20, 30);
+        child.thread_parent = Some(key(1, 0));
+        l.link(child, 0, &mut out);
+        l.link(span(1, 0, SpanKind::Server, 10, 40), 0, &mut out);
+        let c = out.iter().find(|s| s.conn_id == 2).unwrap();
+        assert_eq!((c.link, c.parent_span_id), (LinkKind::Root, None));
+        // Connection links are not affected.
+        let mut server = span(3, 0, SpanKind::Server, 21, 29);
+        server.conn_parent = Some(key(2, 0));
+        l.link(server, 0, &mut out);
+        assert_eq!(out.last().unwrap().link, LinkKind::Connection);
     }
 }

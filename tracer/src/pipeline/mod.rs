@@ -14,6 +14,7 @@ pub mod link;
 pub mod pairs;
 pub mod ringbuf;
 pub mod spans;
+pub mod threads;
 
 use std::sync::Arc;
 
@@ -49,6 +50,9 @@ pub struct Parsed {
     pub exchange: ExchangeKey,
     pub thread_parent: Option<ExchangeKey>,
     pub conn_parent: Option<ExchangeKey>,
+    /// Server exchanges: the thread that read the request moved server bytes of other
+    /// connections before it was answered.
+    pub thread_shared: bool,
 }
 
 /// Stages hand each other batches (a `Vec` per send), not single items: one wake-up per batch

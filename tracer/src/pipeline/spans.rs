@@ -13,7 +13,7 @@ use crate::{
         http1::{Exchange, Outcome},
         Message, Role,
     },
-    span::{ExchangeKey, KeyValue, LinkKind, SpanKind, SpanRecord, SpanStatus},
+    span::{ExchangeKey, KeyValue, LinkKind, SpanKind, SpanRecord, SpanStatus, ThreadUse},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +188,14 @@ pub fn http1_span(
         exchange: ExchangeKey::default(),
         thread_parent: None,
         conn_parent: None,
+        thread_use: if kind == SpanKind::Server
+            && ex.response_tid != 0
+            && ex.response_tid != ex.request_tid
+        {
+            ThreadUse::Moved
+        } else {
+            ThreadUse::Own
+        },
     }
 }
 
@@ -198,6 +206,9 @@ pub fn build(p: &Parsed, clock: &Clock, opts: SpanOptions) -> SpanRecord {
     span.exchange = p.exchange;
     span.thread_parent = p.thread_parent;
     span.conn_parent = p.conn_parent;
+    if p.thread_shared && span.thread_use == ThreadUse::Own {
+        span.thread_use = ThreadUse::Shared;
+    }
     span
 }
 
