@@ -270,6 +270,10 @@ mod tests {
         // skc_daddr sits at the very start of sock_common (in an anonymous union).
         assert_eq!(btf.member("sock_common", "skc_daddr").unwrap().offset, 0);
         assert_eq!(btf.member("file", "private_data").unwrap().size, 8);
+        // The socket's network namespace: a `struct net *`, whose `ns.inum` names it.
+        assert_eq!(btf.member("sock_common", "skc_net").unwrap().size, 8);
+        assert_eq!(btf.member("ns_common", "inum").unwrap().size, 4);
+        assert!(btf.member("net", "ns").is_ok());
         assert!(matches!(
             btf.member("sock_common", "nope"),
             Err(BtfError::NoMember { .. })
