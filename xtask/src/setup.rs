@@ -174,13 +174,16 @@ pub fn peers(peers: &Peers) -> Result<()> {
         .filter(|p| !works(Command::new("python3").args(["-m", "pip", "show", "-q", p])))
         .collect();
     if !py_missing.is_empty() {
+        // The whole list, upgraded together: installing one OpenTelemetry package alone can
+        // upgrade the API it shares with others already there and leave them mismatched.
         eprintln!(
-            "xtask: installing Python packages: {}",
+            "xtask: installing Python packages: {} (missing: {})",
+            peers.pip.join(" "),
             py_missing.join(" ")
         );
         run(Command::new("python3")
-            .args(["-m", "pip", "install", "-q"])
-            .args(&py_missing))?;
+            .args(["-m", "pip", "install", "-q", "--upgrade"])
+            .args(peers.pip))?;
     }
     Ok(())
 }

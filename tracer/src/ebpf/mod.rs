@@ -216,12 +216,19 @@ impl Probes {
     /// Forget saved syscall arguments of threads that no longer exist (they died inside the
     /// syscall, so no exit took them). Returns how many were removed.
     pub fn sweep_args(&mut self) -> usize {
-        let Some(map) = self.ebpf.map_mut(names::MAP_ARGS) else { return 0 };
-        let Ok(mut map) = BpfHashMap::<_, u64, tracer_common::args::Args>::try_from(map) else { return 0 };
+        let Some(map) = self.ebpf.map_mut(names::MAP_ARGS) else {
+            return 0;
+        };
+        let Ok(mut map) = BpfHashMap::<_, u64, tracer_common::args::Args>::try_from(map) else {
+            return 0;
+        };
         let dead: Vec<u64> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| !std::path::Path::new(&format!("/proc/{}/task/{}", k >> 32, k & 0xffff_ffff)).exists())
+            .filter(|k| {
+                !std::path::Path::new(&format!("/proc/{}/task/{}", k >> 32, k & 0xffff_ffff))
+                    .exists()
+            })
             .collect();
         dead.iter().filter(|k| map.remove(k).is_ok()).count()
     }
