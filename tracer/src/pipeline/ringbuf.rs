@@ -84,7 +84,9 @@ pub async fn run(
     };
     let mut batch = Vec::with_capacity(super::BATCH);
     // Data records wake the reader only in bulk (tracer_common::event::WAKEUP_BYTES): poll too.
-    let mut poll = tokio::time::interval(std::time::Duration::from_millis(tracer_common::event::POLL_INTERVAL_MS));
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(
+        tracer_common::event::POLL_INTERVAL_MS,
+    ));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     loop {
