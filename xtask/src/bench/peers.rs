@@ -150,8 +150,7 @@ impl Agent {
                 .unwrap_or(0)
         };
         let ring_drops = num_after("ring buffer data=") + num_after(" conn=");
-        let export_drops =
-            num_after("export queue=") + num_after("queue_full=") + num_after("export_failed=");
+        let export_drops = num_after("queue_full=") + num_after("export_failed=");
         Ok(AgentReport {
             cpu,
             spans,
