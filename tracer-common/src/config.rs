@@ -19,8 +19,11 @@ pub struct Config {
     pub filters: u32,
     /// Segments sniffed on a connection that predates the tracer before giving up.
     pub sniff_budget_existing: u32,
+    /// Non-zero when trace context is injected into outgoing requests.
+    pub inject: u32,
+    pub _pad: u32,
 }
-crate::assert_size!(Config, 16);
+crate::assert_size!(Config, 24);
 
 impl Config {
     pub const fn default_const() -> Self {
@@ -29,6 +32,8 @@ impl Config {
             capture_bytes: crate::data::DEFAULT_CAPTURE,
             filters: 0,
             sniff_budget_existing: 16,
+            inject: 0,
+            _pad: 0,
         }
     }
 }

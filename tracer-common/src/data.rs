@@ -23,6 +23,13 @@ pub mod flags {
     pub const LOST_BEFORE: u8 = 2;
     /// The syscall moves bytes the program cannot see (sendfile): only the count is known.
     pub const NO_PAYLOAD: u8 = 4;
+    /// A request head read on a server connection while injection is on: `trace_id` is the
+    /// trace the kernel started for it (all zero when it chose none: the request carried its own
+    /// context, or several requests were in flight on the thread).
+    pub const KERNEL_TRACE: u8 = 8;
+    /// The kernel inserted a `traceparent` into these bytes on their way out: `trace_id` and
+    /// `span_id` are the ones it carries (the client span's).
+    pub const INJECTED: u8 = 16;
 }
 
 /// Which syscall produced a record (for diagnostics and stats).
@@ -61,8 +68,11 @@ pub struct DataHeader {
     /// Bits of [`flags`].
     pub flags: u8,
     pub _pad: [u8; 5],
+    /// See [`flags::KERNEL_TRACE`] and [`flags::INJECTED`]; zero otherwise.
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
-crate::assert_size!(DataHeader, 64);
+crate::assert_size!(DataHeader, 88);
 
 /// Scratch record the kernel fills before copying `header + cap_len` bytes to the ring buffer.
 /// Twice the capture size so that masked offsets keep every write in bounds for the verifier.
@@ -72,7 +82,7 @@ pub struct DataRecord {
     pub header: DataHeader,
     pub data: [u8; MAX_CAPTURE * 2],
 }
-crate::assert_size!(DataRecord, 64 + MAX_CAPTURE * 2);
+crate::assert_size!(DataRecord, 88 + MAX_CAPTURE * 2);
 
 #[cfg(feature = "user")]
 mod user {

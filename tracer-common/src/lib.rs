@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod data;
 pub mod event;
+pub mod inject;
 pub mod names;
 pub mod offsets;
 pub mod stats;

@@ -11,6 +11,21 @@ pub const MAP_FILTER_COMMS: &str = "FILTER_COMMS";
 pub const MAP_FILTER_CGROUPS: &str = "FILTER_CGROUPS";
 pub const MAP_FILTER_PORTS: &str = "FILTER_PORTS";
 
+pub const MAP_SOCKS: &str = "SOCKS";
+pub const MAP_SOCK_STATE: &str = "SOCK_STATE";
+pub const MAP_PENDING_SOCKS: &str = "PENDING_SOCKS";
+pub const MAP_THREAD_CTX: &str = "THREAD_CTX";
+pub const MAP_INJECTED: &str = "INJECTED";
+pub const MAP_MSG_SCRATCH: &str = "MSG_SCRATCH";
+pub const MAP_HEAD_INFO: &str = "HEAD_INFO";
+pub const MAP_HEAD_PROG: &str = "HEAD_PROG";
+
+/// Programs of context injection: sock_ops on the cgroup, sk_msg on [`MAP_SOCKS`].
+pub const PROG_SOCK_OPS: &str = "inject_sock_ops";
+pub const PROG_SK_MSG: &str = "inject_sk_msg";
+/// Tail-called by the read exits for request heads of server connections.
+pub const PROG_HEAD: &str = "inject_head";
+
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 

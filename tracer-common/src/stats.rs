@@ -13,8 +13,22 @@ pub const DATA_EVENTS: u32 = 9;
 pub const CONNS_OPENED: u32 = 10;
 pub const SNIFF_REJECTED: u32 = 11;
 pub const IOV_TRUNCATED: u32 = 12;
+/// Request heads a traceparent was inserted into.
+pub const INJECT_DONE: u32 = 13;
+/// Request heads left alone: they carried a context header already.
+pub const INJECT_SKIP_HAS_CONTEXT: u32 = 14;
+/// Request heads left alone: their thread served several requests at once, or a context the
+/// kernel does not read.
+pub const INJECT_SKIP_THREAD: u32 = 15;
+/// Sockets whose request boundaries were lost (chunked bodies, pipelining, split heads): not
+/// edited again.
+pub const INJECT_SOCK_LOST: u32 = 16;
+/// Injections that failed in the kernel (the message went out unchanged).
+pub const INJECT_ERRORS: u32 = 17;
+/// Client sockets put under the injection program.
+pub const INJECT_SOCKETS: u32 = 18;
 /// Number of counters (size of the map).
-pub const COUNT: u32 = 13;
+pub const COUNT: u32 = 19;
 
 /// Names for display, indexed by id.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -31,4 +45,10 @@ pub const NAMES: [&str; COUNT as usize] = [
     "conns_opened",
     "sniff_rejected",
     "iov_truncated",
+    "inject_done",
+    "inject_skip_has_context",
+    "inject_skip_thread",
+    "inject_sock_lost",
+    "inject_errors",
+    "inject_sockets",
 ];

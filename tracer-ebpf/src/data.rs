@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     conn::{role, state, ConnKey, ConnState},
-    data::{flags, DataHeader, DataRecord, MAX_CAPTURE, MAX_IOV},
+    data::{direction, flags, DataHeader, DataRecord, MAX_CAPTURE, MAX_IOV},
     event::{kind, EventHeader},
     stats,
 };
@@ -14,7 +14,8 @@ use tracer_common::{
 use crate::{
     args::{src, Args},
     conn::{emit_open, process_allowed, track},
-    maps::{count, ARGS, CONFIG, CONNS, EVENTS, SCRATCH},
+    inject,
+    maps::{count, ARGS, CONFIG, CONNS, EVENTS, HEAD_PROG, SCRATCH},
 };
 
 /// Offset of syscall argument `i` in a `syscalls:sys_enter_*` record.
@@ -283,16 +284,48 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         syscall: args.syscall,
         flags: fl,
         _pad: [0; 5],
+        trace_id: [0; 16],
+        span_id: [0; 8],
     };
+    if CONFIG.load().inject != 0 {
+        if args.direction == direction::EGRESS {
+            if st.role == role::SERVER {
+                inject::response_written(pid_tgid, st.conn_id);
+            }
+            if let Some(inj) = inject::take_injected(pid_tgid, args.ts_enter) {
+                rec.header.trace_id = inj.trace_id;
+                rec.header.span_id = inj.span_id;
+                rec.header.flags |= flags::INJECTED;
+            }
+        } else if st.role == role::SERVER && copied >= 4 && request_start(&rec.data[..4]) {
+            // Continues in `inject::inject_head`, which sends the record; falls through only if
+            // that program is not loaded.
+            // SAFETY: tail call with this program's own context.
+            let _ = unsafe { HEAD_PROG.tail_call(ctx, 0) };
+        }
+    }
+    st.lost = u8::from(!send(rec, copied));
+    Ok(())
+}
+
+/// Whether `b` starts a request line.
+#[inline(always)]
+fn request_start(b: &[u8]) -> bool {
+    let first = [b[0], b[1], b[2], b[3]];
+    looks_http1(&first) && &first != b"HTTP"
+}
+
+/// Copy the header and `copied` captured bytes of `rec` to the ring buffer. False if it was full.
+#[inline(always)]
+pub fn send(rec: &DataRecord, copied: usize) -> bool {
     let size = core::mem::size_of::<DataHeader>() + (copied & (MAX_CAPTURE * 2 - 1));
     // SAFETY: `size` never exceeds the record.
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const DataRecord as *const u8, size) };
     if EVENTS.output::<[u8]>(bytes, wakeup_flag()).is_err() {
         count(stats::RINGBUF_DROPS_DATA);
-        st.lost = 1;
+        false
     } else {
-        st.lost = 0;
         count(stats::DATA_EVENTS);
+        true
     }
-    Ok(())
 }

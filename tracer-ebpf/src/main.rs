@@ -10,9 +10,13 @@ mod conn;
 #[cfg(target_arch = "bpf")]
 mod data;
 #[cfg(target_arch = "bpf")]
+mod inject;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod probes;
+#[cfg(target_arch = "bpf")]
+mod scan;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
     Global,
 };
 use tracer_common::{
     config::Config,
     conn::{ConnKey, ConnState},
     data::DataRecord,
+    inject::{HeadInfo, Injected, MsgScratch, SockKey, SockState, ThreadCtx},
     offsets::Offsets,
     stats,
 };
@@ -48,6 +49,31 @@ pub static FILTER_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 
 pub static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static FILTER_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+
+// Context injection (see `inject`).
+
+/// Client sockets of traced processes, under the sk_msg program.
+#[map]
+pub static SOCKS: SockHash<SockKey> = SockHash::with_max_entries(65536, 0);
+/// Request position of each socket in `SOCKS`.
+#[map]
+pub static SOCK_STATE: LruHashMap<SockKey, SockState> = LruHashMap::with_max_entries(65536, 0);
+/// Sockets a traced process is connecting, until established.
+#[map]
+pub static PENDING_SOCKS: LruHashMap<SockKey, u8> = LruHashMap::with_max_entries(16384, 0);
+/// pid_tgid -> the server requests the thread serves and their trace.
+#[map]
+pub static THREAD_CTX: LruHashMap<u64, ThreadCtx> = LruHashMap::with_max_entries(16384, 0);
+/// pid_tgid -> ids the sk_msg program injected during the thread's current send.
+#[map]
+pub static INJECTED: LruHashMap<u64, Injected> = LruHashMap::with_max_entries(4096, 0);
+#[map]
+pub static MSG_SCRATCH: PerCpuArray<MsgScratch> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static HEAD_INFO: PerCpuArray<HeadInfo> = PerCpuArray::with_max_entries(1, 0);
+/// Slot 0: `inject_head`, set by the agent only when injection is on.
+#[map]
+pub static HEAD_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(Config::default_const());

@@ -54,6 +54,8 @@ pub fn run(cli: Cli) -> Result<()> {
         ports: cli.ports.clone(),
         comms: cli.exes.clone(),
         cgroup_ids,
+        inject: cli.inject_context,
+        cgroup_dirs: cli.cgroups.clone(),
     })?;
     let ring = probes.take_events()?;
 
@@ -253,6 +255,17 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         stats.kernel(k::SENDMMSG_CALLS),
         stats.kernel(k::RECVMMSG_CALLS),
     );
+    if stats.kernel(k::INJECT_SOCKETS) + stats.kernel(k::INJECT_ERRORS) > 0 {
+        eprintln!(
+            "tracer: context injection: sockets={}, traceparent inserted={}, left alone: had a context={} thread serving several requests={}; sockets whose request boundaries were lost={}; failures={}",
+            stats.kernel(k::INJECT_SOCKETS),
+            stats.kernel(k::INJECT_DONE),
+            stats.kernel(k::INJECT_SKIP_HAS_CONTEXT),
+            stats.kernel(k::INJECT_SKIP_THREAD),
+            stats.kernel(k::INJECT_SOCK_LOST),
+            stats.kernel(k::INJECT_ERRORS),
+        );
+    }
     for l in export_lines {
         eprintln!("tracer: {l}");
     }

@@ -66,6 +66,12 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub link_wait: u64,
 
+    /// Insert a W3C `traceparent` header into outgoing HTTP/1.x requests of traced processes,
+    /// so that servers on other hosts (traced, or instrumented with OpenTelemetry) continue the
+    /// trace. Off by default: it changes the bytes applications send (see the README).
+    #[arg(long)]
+    pub inject_context: bool,
+
     /// Show query-string values in `url.query` (redacted by default: they often hold secrets).
     #[arg(long)]
     pub show_query_values: bool,

@@ -89,6 +89,10 @@ pub struct Conn {
     pub thread_parents: std::collections::VecDeque<Option<crate::span::ExchangeKey>>,
     /// Server connections: the traced client connection at the other end, if any.
     pub mirror: Option<u64>,
+    /// Kernel-chosen ids carried by the last request head seen, for the next request to start.
+    pub kernel_next: Option<crate::span::KernelIds>,
+    /// Kernel-chosen ids of started, unreported requests, by sequence number.
+    pub kernel_ids: std::collections::VecDeque<(u64, crate::span::KernelIds)>,
 }
 
 impl Conn {
@@ -101,6 +105,8 @@ impl Conn {
             seq_started: 0,
             thread_parents: Default::default(),
             mirror: None,
+            kernel_next: None,
+            kernel_ids: Default::default(),
         }
     }
 }

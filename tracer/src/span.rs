@@ -122,6 +122,19 @@ pub enum ThreadUse {
     Moved,
 }
 
+/// Ids the kernel chose for an exchange (context injection on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelIds {
+    /// A server request that came without a context: the trace the kernel started for it, which
+    /// the requests its thread sends meanwhile carry.
+    Trace([u8; 16]),
+    /// A client request the kernel inserted `traceparent` into: the trace and span id it carries.
+    Injected {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+    },
+}
+
 /// Both ends of the span's TCP connection, seen from the traced process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoints {
@@ -173,6 +186,10 @@ pub struct SpanRecord {
     pub conn_parent: Option<ExchangeKey>,
     /// Server spans: how their thread served them.
     pub thread_use: ThreadUse,
+    /// Ids the kernel chose, if any.
+    pub kernel: Option<KernelIds>,
+    /// Server spans: the request's traceparent was inserted by this tracer (on this host).
+    pub via_injected: bool,
 }
 
 impl SpanRecord {

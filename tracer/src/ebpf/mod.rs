@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod inflight;
+mod inject;
 mod system;
 
 use std::os::fd::AsRawFd;
@@ -62,6 +63,10 @@ pub struct ProbeConfig {
     pub ports: Vec<u16>,
     pub comms: Vec<String>,
     pub cgroup_ids: Vec<u64>,
+    /// Insert `traceparent` into outgoing requests of traced processes.
+    pub inject: bool,
+    /// Cgroup v2 directories of the `--cgroup` filter (injection attaches there).
+    pub cgroup_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Loaded and attached programs. Dropping it detaches everything.
@@ -169,6 +174,7 @@ impl Probes {
             self_tgid: std::process::id(),
             capture_bytes: cfg.capture_bytes,
             filters,
+            inject: u32::from(cfg.inject),
             ..Config::default_const()
         };
         let mut ebpf = EbpfLoader::new()
@@ -207,6 +213,9 @@ impl Probes {
                     tracepoint: (*tracepoint).into(),
                     source: Box::new(source),
                 })?;
+        }
+        if cfg.inject {
+            inject::attach(&mut ebpf, &cfg.cgroup_dirs)?;
         }
         let mut probes = Self { ebpf };
         probes.seed_inflight_reads()?;

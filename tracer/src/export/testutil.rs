@@ -66,5 +66,7 @@ pub fn span_of(process: Arc<ProcessInfo>, n: u32) -> SpanRecord {
         thread_parent: None,
         conn_parent: None,
         thread_use: crate::span::ThreadUse::Own,
+        kernel: None,
+        via_injected: false,
     }
 }

@@ -5,18 +5,20 @@
 //! its thread was serving when a client request started, and the other end of a connection when
 //! both ends are traced on this host.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, num::NonZeroUsize, sync::Arc, time::Duration};
 
+use lru::LruCache;
 use tokio::sync::mpsc;
-use tracer_common::data::{direction, flags};
+use tracer_common::data::{direction, flags, DataHeader};
 
 use super::{pairs::Pairs, threads::Threads, DataEvent, Parsed, RawEvent};
 use crate::{
     clock::Clock,
     conn::{comm_str, Conn, ConnMeta, ConnTable},
+    context,
     process::ProcessCache,
     protocol::{self, http1::Outcome, Direction, Message, ParseError, ParseOutput, Role, Segment},
-    span::ExchangeKey,
+    span::{ExchangeKey, KernelIds},
     stats::Stats,
 };
 
@@ -34,6 +36,25 @@ struct Sink {
     scratch: ParseOutput,
     /// Server exchanges started and not yet reported, by the thread that read the request.
     threads: Threads,
+    /// Span ids of traceparent headers the kernel inserted lately (to tell `injected` links).
+    injected: LruCache<[u8; 8], ()>,
+}
+
+/// Injected span ids remembered: far more than requests in flight between two hosts' ends.
+const INJECTED_REMEMBERED: usize = 65536;
+
+/// Kernel-chosen ids a data record carries: `Some(None)` when it says there are none.
+fn kernel_ids(h: &DataHeader) -> Option<Option<KernelIds>> {
+    if h.flags & flags::INJECTED != 0 {
+        Some(Some(KernelIds::Injected {
+            trace_id: h.trace_id,
+            span_id: h.span_id,
+        }))
+    } else if h.flags & flags::KERNEL_TRACE != 0 {
+        Some((h.trace_id != [0; 16]).then_some(KernelIds::Trace(h.trace_id)))
+    } else {
+        None
+    }
 }
 
 impl Sink {
@@ -49,6 +70,25 @@ impl Sink {
             conn.seq_done += 1;
             conn.seq_started = conn.seq_started.max(conn.seq_done);
             let Message::Http1(ex) = &message;
+            while conn
+                .kernel_ids
+                .front()
+                .is_some_and(|(s, _)| *s < exchange.seq)
+            {
+                conn.kernel_ids.pop_front();
+            }
+            let kernel = match conn.kernel_ids.front() {
+                Some((s, _)) if *s == exchange.seq => conn.kernel_ids.pop_front().map(|(_, k)| k),
+                _ => None,
+            };
+            let via_injected = ex.role == Role::Server
+                && ex
+                    .request
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k == "traceparent")
+                    .filter_map(|(_, v)| context::parse_traceparent(v))
+                    .any(|c| self.injected.contains(&c.span_id));
             if matches!(ex.outcome, Outcome::Timeout | Outcome::Closed) {
                 self.stats.requests_unanswered.inc();
             }
@@ -71,6 +111,8 @@ impl Sink {
                 thread_parent,
                 conn_parent,
                 thread_shared,
+                kernel,
+                via_injected,
             });
         }
         for e in self.scratch.errors.drain(..) {
@@ -97,6 +139,9 @@ impl Sink {
         while conn.seq_started < started {
             let seq = conn.seq_started;
             conn.seq_started += 1;
+            if let Some(k) = conn.kernel_next.take() {
+                conn.kernel_ids.push_back((seq, k));
+            }
             match conn.meta.role {
                 Role::Server => {
                     let key = ExchangeKey {
@@ -140,6 +185,9 @@ impl ConnsStage {
                 logged: HashSet::new(),
                 scratch: ParseOutput::default(),
                 threads: Threads::default(),
+                injected: LruCache::new(
+                    NonZeroUsize::new(INJECTED_REMEMBERED).unwrap_or(NonZeroUsize::MIN),
+                ),
             },
             pairs: Pairs::default(),
         }
@@ -195,6 +243,12 @@ impl ConnsStage {
             return;
         };
         conn.last_seen = h.ts_exit_ns;
+        if let Some(k) = kernel_ids(h) {
+            if let Some(KernelIds::Injected { span_id, .. }) = k {
+                self.sink.injected.put(span_id, ());
+            }
+            conn.kernel_next = k;
+        }
         let seg = Segment {
             dir: if h.direction == direction::INGRESS {
                 Direction::Ingress

@@ -6,7 +6,14 @@
 //! - `thread`: a client span whose request started while its thread was serving exactly one
 //!   request: that server span, provided that thread served it alone from request to answer
 //!   and the process is not one that moves requests between threads (see `threads`);
+//! - `injected`: a server span whose request carried a traceparent this tracer inserted (the
+//!   client span at the other end has the span id the header names);
 //! - `root`: none of these (or the expected parent never came within the hold bound).
+//!
+//! With context injection on, the kernel chooses some ids itself (`KernelIds`): the trace of a
+//! server request that came without context (requests its thread sends meanwhile carry it), and
+//! the trace and span id of each client request it inserted a header into. Those are kept, and a
+//! client span with injected ids is a thread child only of a server span in the same trace.
 //!
 //! A parent finishes after its children, so a child waits (bounded by `hold_ns`) for its
 //! parent's trace id; span ids are allocated per exchange when first referenced, so a child can
@@ -22,7 +29,7 @@ use super::SpanRef;
 use crate::{
     clock::Clock,
     context,
-    span::{ExchangeKey, LinkKind, SpanRecord, ThreadUse},
+    span::{ExchangeKey, KernelIds, LinkKind, SpanRecord, ThreadUse},
 };
 
 /// Timing slack when checking that a child lies inside its parent (same kernel clock).
@@ -112,10 +119,21 @@ impl<R: Rng> Linker<R> {
         if span.thread_use == ThreadUse::Moved {
             self.moved.put(span.process.pid, ());
         }
+        if let Some(KernelIds::Injected { trace_id, span_id }) = span.kernel {
+            // Downstream already has these ids: the span must carry them.
+            span.span_id = span_id;
+            self.node(span.exchange, out).span_id = span_id;
+            return self.link_injected(span, trace_id, now, out);
+        }
         span.span_id = self.node(span.exchange, out).span_id;
         if let Some(ctx) = context::extract(&span.context_headers) {
             span.parent_span_id = Some(ctx.span_id);
-            return self.resolve(span, ctx.trace_id, LinkKind::Header, out);
+            let link = if span.via_injected {
+                LinkKind::Injected
+            } else {
+                LinkKind::Header
+            };
+            return self.resolve(span, ctx.trace_id, link, out);
         }
         let parent = match (span.conn_parent, span.thread_parent) {
             (Some(p), _) => Some((p, LinkKind::Connection)),
@@ -123,7 +141,7 @@ impl<R: Rng> Linker<R> {
             (None, None) => None,
         };
         let Some((pkey, link)) = parent else {
-            let t = self.trace_id();
+            let t = self.root_trace(&span);
             return self.resolve(span, t, LinkKind::Root, out);
         };
         let moved = self.moved.contains(&span.process.pid);
@@ -142,9 +160,50 @@ impl<R: Rng> Linker<R> {
         }
     }
 
+    /// A client span whose request carried a traceparent the kernel inserted: its trace is
+    /// fixed, so it is linked to the server span its thread was serving only if that span is in
+    /// the same trace (the kernel took the trace from that request), else it stays a root.
+    fn link_injected(
+        &mut self,
+        mut span: SpanRecord,
+        trace: [u8; 16],
+        now: u64,
+        out: &mut Vec<SpanRecord>,
+    ) {
+        let Some(pkey) = span.thread_parent else {
+            return self.resolve(span, trace, LinkKind::Root, out);
+        };
+        let pnode = self.node(pkey, out);
+        match pnode.trace_id {
+            Some(t) if t == trace => {
+                span.parent_span_id = Some(pnode.span_id);
+                self.resolve(span, trace, LinkKind::Thread, out)
+            }
+            Some(_) => self.resolve(span, trace, LinkKind::Root, out),
+            None => {
+                span.parent_span_id = Some(pnode.span_id);
+                pnode.waiters.push(Waiting {
+                    span,
+                    link: LinkKind::Thread,
+                });
+                self.deadlines
+                    .push_back((now.saturating_add(self.hold_ns), pkey));
+            }
+        }
+    }
+
+    /// The trace a span starts when it has no parent: the kernel's, if it chose one (requests
+    /// downstream carry it), else a new one.
+    fn root_trace(&mut self, span: &SpanRecord) -> [u8; 16] {
+        match span.kernel {
+            Some(KernelIds::Trace(t)) | Some(KernelIds::Injected { trace_id: t, .. }) => t,
+            None => self.trace_id(),
+        }
+    }
+
     fn release_as_root(&mut self, mut span: SpanRecord, out: &mut Vec<SpanRecord>) {
         span.parent_span_id = None;
-        let t = self.trace_id();
+        let t = self.root_trace(&span);
         self.resolve(span, t, LinkKind::Root, out);
     }
 
@@ -174,12 +233,16 @@ impl<R: Rng> Linker<R> {
             out.push(span);
             for w in waiters {
                 let moved = self.moved.contains(&w.span.process.pid);
-                if fits(&w.span, w.link, iv, own, moved) {
+                let linked = match w.span.kernel {
+                    Some(KernelIds::Injected { trace_id, .. }) => trace_id == trace,
+                    _ => fits(&w.span, w.link, iv, own, moved),
+                };
+                if linked {
                     stack.push((w.span, trace, w.link));
                 } else {
                     let mut child = w.span;
                     child.parent_span_id = None;
-                    let t = self.trace_id();
+                    let t = self.root_trace(&child);
                     stack.push((child, t, LinkKind::Root));
                 }
             }
@@ -301,6 +364,8 @@ mod tests {
             thread_parent: None,
             conn_parent: None,
             thread_use: ThreadUse::Own,
+            kernel: None,
+            via_injected: false,
         }
     }
 

@@ -24,7 +24,7 @@ use tracer_common::{conn::ConnEvent, data::DataHeader};
 use crate::{
     conn::ConnMeta,
     protocol::Message,
-    span::{ExchangeKey, SpanRecord},
+    span::{ExchangeKey, KernelIds, SpanRecord},
 };
 
 /// A decoded ring-buffer record.
@@ -53,6 +53,10 @@ pub struct Parsed {
     /// Server exchanges: the thread that read the request moved server bytes of other
     /// connections before it was answered.
     pub thread_shared: bool,
+    /// Ids the kernel chose for this exchange (context injection).
+    pub kernel: Option<KernelIds>,
+    /// Server exchanges: the request's traceparent was inserted by this tracer.
+    pub via_injected: bool,
 }
 
 /// Stages hand each other batches (a `Vec` per send), not single items: one wake-up per batch

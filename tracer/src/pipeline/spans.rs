@@ -196,6 +196,8 @@ pub fn http1_span(
         } else {
             ThreadUse::Own
         },
+        kernel: None,
+        via_injected: false,
     }
 }
 
@@ -206,6 +208,8 @@ pub fn build(p: &Parsed, clock: &Clock, opts: SpanOptions) -> SpanRecord {
     span.exchange = p.exchange;
     span.thread_parent = p.thread_parent;
     span.conn_parent = p.conn_parent;
+    span.kernel = p.kernel;
+    span.via_injected = p.via_injected;
     if p.thread_shared && span.thread_use == ThreadUse::Own {
         span.thread_use = ThreadUse::Shared;
     }
