@@ -59,6 +59,9 @@ crate::assert_size!(SockState, 16);
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ThreadCtx {
     pub trace_id: [u8; 16],
+    /// Parent id of the request's own traceparent (zero when the kernel started the trace): an
+    /// outgoing request carrying that same traceparent forwards it unchanged.
+    pub parent_id: [u8; 8],
     /// Connection ids of server requests read and not yet answered by this thread (0: free).
     pub active: [u64; ACTIVE_SLOTS],
     /// Monotonic ns each was read at.
@@ -69,7 +72,7 @@ pub struct ThreadCtx {
     pub usable: u8,
     pub _pad: [u8; 6],
 }
-crate::assert_size!(ThreadCtx, 88);
+crate::assert_size!(ThreadCtx, 96);
 
 /// What the sk_msg program injected during a thread's current send, taken by the syscall exit.
 #[repr(C)]

@@ -27,8 +27,11 @@ pub const INJECT_SOCK_LOST: u32 = 16;
 pub const INJECT_ERRORS: u32 = 17;
 /// Client sockets put under the injection program.
 pub const INJECT_SOCKETS: u32 = 18;
+/// Forwarded traceparents (an outgoing request carrying the very traceparent of the request its
+/// thread serves, as proxies do) whose parent id was set to the client span's.
+pub const INJECT_FORWARDED: u32 = 19;
 /// Number of counters (size of the map).
-pub const COUNT: u32 = 19;
+pub const COUNT: u32 = 20;
 
 /// Names for display, indexed by id.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -51,4 +54,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "inject_sock_lost",
     "inject_errors",
     "inject_sockets",
+    "inject_forwarded",
 ];

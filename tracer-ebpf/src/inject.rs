@@ -117,11 +117,10 @@ pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> 
     }
     if info.traceparent_at != 0 {
         // SAFETY: as above.
-        if let Some((trace, fl)) =
-            unsafe { scan::traceparent(buf, info.traceparent_at as usize, len) }
-        {
-            t.trace_id = trace;
-            t.trace_flags = fl;
+        if let Some(tp) = unsafe { scan::traceparent(buf, info.traceparent_at as usize, len) } {
+            t.trace_id = tp.trace_id;
+            t.parent_id = tp.parent_id;
+            t.trace_flags = tp.flags;
             t.usable = 1;
         }
         // The agent reads the header itself.
@@ -129,6 +128,7 @@ pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> 
     }
     let trace = random_bytes::<16>();
     t.trace_id = trace;
+    t.parent_id = [0; 8];
     t.trace_flags = 1;
     t.usable = 1;
     trace
@@ -168,6 +168,20 @@ fn outgoing_context(pid_tgid: u64, now: u64) -> Option<([u8; 16], u8)> {
         1 if t.usable != 0 => Some((t.trace_id, t.trace_flags)),
         _ => None,
     }
+}
+
+/// The request thread `pid_tgid` serves, when it serves exactly one whose context it knows.
+#[inline(always)]
+fn served(pid_tgid: u64, now: u64) -> Option<ThreadCtx> {
+    // SAFETY: read-only lookup; the value is copied.
+    let t = unsafe { THREAD_CTX.get(&pid_tgid) }.copied()?;
+    let mut active = 0;
+    for k in 0..ACTIVE_SLOTS {
+        if t.active[k] != 0 && now.saturating_sub(t.active_ts[k]) <= ACTIVE_STALE_NS {
+            active += 1;
+        }
+    }
+    (active == 1 && t.usable != 0).then_some(t)
 }
 
 /// What the current thread's send injected, if it happened since `since` (its syscall entry);
@@ -449,13 +463,23 @@ fn try_sk_msg(ctx: &SkMsgContext) -> u32 {
         lose(st);
     }
 
-    if info.traceparent_at != 0 || info.other_context != 0 {
-        count(stats::INJECT_SKIP_HAS_CONTEXT);
-        return SK_PASS;
-    }
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    if info.traceparent_at != 0 || info.other_context != 0 {
+        if info.other_context == 0 {
+            // SAFETY: as above.
+            let tp = unsafe { scan::traceparent(buf, info.traceparent_at as usize, n) };
+            if let (Some(tp), Some(t)) = (tp, served(pid_tgid, now)) {
+                if t.parent_id != [0; 8] && t.trace_id == tp.trace_id && t.parent_id == tp.parent_id
+                {
+                    return forward(ctx, &tp, pid_tgid, now);
+                }
+            }
+        }
+        count(stats::INJECT_SKIP_HAS_CONTEXT);
+        return SK_PASS;
+    }
     let Some((trace, fl)) = outgoing_context(pid_tgid, now) else {
         count(stats::INJECT_SKIP_THREAD);
         return SK_PASS;
@@ -473,6 +497,35 @@ fn try_sk_msg(ctx: &SkMsgContext) -> u32 {
             ts_ns: now,
         },
     )
+}
+
+/// The request carries, unchanged, the traceparent of the request its thread serves (a proxy
+/// forwarding it): its parent id becomes the client span's, in place (same length, same
+/// message; the bytes [0, n) were pulled linear before the scan).
+#[inline(always)]
+fn forward(ctx: &SkMsgContext, tp: &scan::Traceparent, pid_tgid: u64, now: u64) -> u32 {
+    let span = random_bytes::<8>();
+    let mut hex = [0u8; 16];
+    scan::write_span_hex(&mut hex, &span);
+    let at = tp.parent_at & (SCAN_WINDOW - 1);
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + at + 16 > end {
+        count(stats::INJECT_ERRORS);
+        return SK_PASS;
+    }
+    let p = (data + at) as *mut u8;
+    for (k, b) in hex.iter().enumerate() {
+        // SAFETY: [data + at, data + at + 16) checked against data_end above.
+        unsafe { *p.add(k) = *b };
+    }
+    let injected = Injected {
+        trace_id: tp.trace_id,
+        span_id: span,
+        ts_ns: now,
+    };
+    let _ = INJECTED.insert(&pid_tgid, &injected, 0);
+    count(stats::INJECT_FORWARDED);
+    SK_PASS
 }
 
 /// Insert `header` at `at`. The inserted range is one fresh scatterlist element, so pulling it

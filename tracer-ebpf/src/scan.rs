@@ -13,14 +13,22 @@ use crate::maps::{HEAD_INFO, MSG_SCRATCH, SCRATCH};
 /// `SCAN_WINDOW + 8` is never folded.
 const MASK: usize = 2 * SCAN_WINDOW - 1;
 
+/// `i` masked into the buffer. The value goes through a volatile read so the compiler cannot
+/// drop the mask where it proved `i` small on another register: the verifier must see the mask.
+#[inline(always)]
+fn bound(i: usize) -> usize {
+    // SAFETY: reading a local.
+    unsafe { core::ptr::read_volatile(&i) & MASK }
+}
+
 #[inline(always)]
 unsafe fn byte(buf: *const u8, i: usize) -> u8 {
-    *buf.add(i & MASK)
+    *buf.add(bound(i))
 }
 
 #[inline(always)]
 unsafe fn word(buf: *const u8, i: usize) -> u64 {
-    core::ptr::read_unaligned(buf.add(i & MASK) as *const u64)
+    core::ptr::read_unaligned(buf.add(bound(i)) as *const u64)
 }
 
 /// A header-name prefix: its bytes (little-endian), which of them are letters (matched without
@@ -228,9 +236,19 @@ unsafe fn skip_blanks(buf: *const u8, mut at: usize) -> usize {
     at
 }
 
-/// A version-00 traceparent value at `at` that the agent also accepts: (trace id, flags).
+/// A version-00 traceparent value that the agent also accepts.
+#[derive(Clone, Copy)]
+pub struct Traceparent {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub flags: u8,
+    /// Offset of the parent id's 16 hex digits.
+    pub parent_at: usize,
+}
+
+/// The version-00 traceparent value at `at`, if valid.
 #[inline(always)]
-pub unsafe fn traceparent(buf: *const u8, at: usize, len: usize) -> Option<([u8; 16], u8)> {
+pub unsafe fn traceparent(buf: *const u8, at: usize, len: usize) -> Option<Traceparent> {
     let p = skip_blanks(buf, at);
     // "00-" 32 "-" 16 "-" 2
     if p + 55 > len || p >= SCAN_WINDOW {
@@ -249,9 +267,12 @@ pub unsafe fn traceparent(buf: *const u8, at: usize, len: usize) -> Option<([u8;
     if byte(buf, p + 35) != b'-' || any == 0 {
         return None;
     }
+    let mut parent = [0u8; 8];
     let mut span_any = 0u8;
     for k in 0..8 {
-        span_any |= hex_byte(buf, p + 36 + 2 * k)?;
+        let b = hex_byte(buf, p + 36 + 2 * k)?;
+        parent[k] = b;
+        span_any |= b;
     }
     if byte(buf, p + 52) != b'-' || span_any == 0 {
         return None;
@@ -262,7 +283,12 @@ pub unsafe fn traceparent(buf: *const u8, at: usize, len: usize) -> Option<([u8;
     if p + 55 < len && !matches!(after, b'\r' | b'\n' | b' ' | b'\t') {
         return None;
     }
-    Some((trace, flags))
+    Some(Traceparent {
+        trace_id: trace,
+        parent_id: parent,
+        flags,
+        parent_at: p + 36,
+    })
 }
 
 /// A decimal Content-Length value at `at`, alone on its line.
@@ -310,6 +336,15 @@ fn hex_digit(n: u8) -> u8 {
         b'0' + n
     } else {
         b'a' + n - 10
+    }
+}
+
+/// 16 lowercase hex digits of `span` into `out`.
+#[inline(always)]
+pub fn write_span_hex(out: &mut [u8; 16], span: &[u8; 8]) {
+    for k in 0..8 {
+        out[2 * k] = hex_digit(span[k] >> 4);
+        out[2 * k + 1] = hex_digit(span[k] & 15);
     }
 }
 

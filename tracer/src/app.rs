@@ -257,9 +257,10 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
     );
     if stats.kernel(k::INJECT_SOCKETS) + stats.kernel(k::INJECT_ERRORS) > 0 {
         eprintln!(
-            "tracer: context injection: sockets={}, traceparent inserted={}, left alone: had a context={} thread serving several requests={}; sockets whose request boundaries were lost={}; failures={}",
+            "tracer: context injection: sockets={}, traceparent inserted={}, forwarded traceparent updated={}, left alone: had a context={} thread serving several requests={}; sockets whose request boundaries were lost={}; failures={}",
             stats.kernel(k::INJECT_SOCKETS),
             stats.kernel(k::INJECT_DONE),
+            stats.kernel(k::INJECT_FORWARDED),
             stats.kernel(k::INJECT_SKIP_HAS_CONTEXT),
             stats.kernel(k::INJECT_SKIP_THREAD),
             stats.kernel(k::INJECT_SOCK_LOST),

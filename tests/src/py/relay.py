@@ -1,7 +1,8 @@
 # A thread-per-connection HTTP/1.1 server (http.server.ThreadingHTTPServer) that, while serving
 # `GET PATH`, calls `GET PREFIX+PATH` on a downstream server (a new connection each time) and
 # answers with what it got. Without a downstream it answers `leaf PATH` itself, after --delay
-# seconds. With --read-delay, each new connection waits that long before it is read from.
+# seconds. With --read-delay, each new connection waits that long before it is read from. With
+# --log-context, it logs `TRACEPARENT PATH VALUE` (or `-`) for each request it receives.
 # Prints `LISTENING port N` once listening.
 #
 # usage: relay.py --bind ADDR [--port P] [--downstream HOST:PORT --prefix /leaf] [--delay SECS]
@@ -15,6 +16,7 @@ ap.add_argument("--downstream")
 ap.add_argument("--prefix", default="/leaf")
 ap.add_argument("--delay", type=float, default=0.0)
 ap.add_argument("--read-delay", type=float, default=0.0)
+ap.add_argument("--log-context", action="store_true")
 args = ap.parse_args()
 
 
@@ -29,6 +31,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().handle()
 
     def do_GET(self):
+        if args.log_context:
+            sys.stderr.write("TRACEPARENT %s %s\n" % (self.path, self.headers.get("traceparent", "-")))
+            sys.stderr.flush()
         if args.downstream:
             host, port = args.downstream.rsplit(":", 1)
             conn = http.client.HTTPConnection(host, int(port), timeout=20)
