@@ -11,13 +11,15 @@
 //! applications themselves receive it: the backend logs a traceparent whose span id is nginx's
 //! client span's, the service one whose span id is the backend's client span's. Each server span
 //! says `injected` (its parent named by a header this tracer inserted), each client span behind a
-//! server span `thread`, and the six spans form one chain.
+//! server span `thread`, and the six spans form one chain. Warm-up requests first let the kernel
+//! see nginx and the backend answer each request on the thread that read it.
 
 use std::{
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
+use tracer_common::inject::PROVEN_ANSWERS;
 use tracer_tests::{
     netns::Namespaces,
     peers::{parse_transfers, CURL_WRITE_OUT},
@@ -121,6 +123,30 @@ fn injected_context_reaches_each_application() {
     let mut pids = nginx.pids();
     pids.extend([curl_pid, backend.pid(), service.pid()]);
     let agent = Agent::json(&pids, &["--inject-context"]);
+    // The kernel lets a process's requests carry the context of the request a thread serves only
+    // once it has seen the process answer `PROVEN_ANSWERS` requests on their reading threads.
+    for _ in 0..PROVEN_ANSWERS {
+        let mut warm = ns.exec_args("a");
+        warm.extend(
+            [
+                which("curl").display().to_string().as_str(),
+                "-sS",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "30",
+                "-o",
+                "/dev/null",
+            ]
+            .map(String::from),
+        );
+        warm.push(nginx.url("/proxy/warm"));
+        let st = std::process::Command::new(which("ip"))
+            .args(&warm)
+            .status()
+            .expect("running curl");
+        assert!(st.success(), "warm-up request failed: {st}");
+    }
     let out = curl.finish(Duration::from_secs(40));
     let t = parse_transfers(&out);
     assert_eq!(
@@ -134,7 +160,7 @@ fn injected_context_reaches_each_application() {
     );
 
     let nginx_port = nginx.port;
-    let spans = agent.expect_exact(&[
+    let mut expected = vec![
         Peer::curl(curl_pid)
             .client_at(B_FRONT, "GET", "/proxy/api", nginx_port)
             .status(200)
@@ -155,11 +181,28 @@ fn injected_context_reaches_each_application() {
             .status(200)
             .top("tracer.link", "thread"),
         server(&service.peer(), "/svc/api", D, service.port, C_BACK).top("tracer.link", "injected"),
-    ]);
-    assert_chain(&spans);
+    ];
+    for _ in 0..PROVEN_ANSWERS {
+        expected.extend([
+            server(&nginx.peer(), "/proxy/warm", B_FRONT, nginx_port, A),
+            nginx
+                .peer()
+                .client_at(C_FRONT, "GET", "/warm", backend.port)
+                .status(200),
+            server(&backend.peer(), "/warm", C_FRONT, backend.port, B_BACK),
+            backend
+                .peer()
+                .client_at(D, "GET", "/svc/warm", service.port)
+                .status(200),
+            server(&service.peer(), "/svc/warm", D, service.port, C_BACK),
+        ]);
+    }
+    let spans = agent.expect_exact(&expected);
+    let spans = &spans[..6];
+    assert_chain(spans);
 
     // What the applications received is what the spans say.
-    let ctx = describe(&spans);
+    let ctx = describe(spans);
     for (app, path, client) in [
         (&backend, "/api", &spans[2]),
         (&service, "/svc/api", &spans[4]),

@@ -48,7 +48,14 @@ enum Model {
     Shared,
 }
 
-fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round]) {
+/// Whether the agent inserts `traceparent` into outgoing requests (`--inject-context`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inject {
+    Off,
+    On,
+}
+
+fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round], inject: Inject) {
     let leaf = PyApp::start("leaf server", RELAY, &["--delay", "0.05"]);
     let down = format!("127.0.0.1:{}", leaf.port);
     let mid = PyApp::start(mid_name, mid_source, &["--downstream", &down]);
@@ -73,7 +80,11 @@ fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round]) {
         .collect();
     let mut pids: Vec<u32> = clients.iter().map(|c| c.pid()).collect();
     pids.extend([mid.pid(), leaf.pid()]);
-    let agent = Agent::json(&pids, &[]);
+    let flags: &[&str] = match inject {
+        Inject::Off => &[],
+        Inject::On => &["--inject-context"],
+    };
+    let agent = Agent::json(&pids, flags);
     // One round after the other.
     let mut tokens = Vec::new();
     for (r, client) in rounds.iter().zip(clients) {
@@ -119,7 +130,23 @@ fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round]) {
     }
     let spans = stopped.assert_exact(&expected);
 
+    // With injection a server span's parent comes from the header the kernel inserted into its
+    // client's request (the same span the connection names), or from the connection when the
+    // kernel inserted none.
+    let server_links: &[&str] = match inject {
+        Inject::Off => &["connection"],
+        Inject::On => &["injected", "connection"],
+    };
+    // Which token each trace belongs to: a downstream call must never be in another token's trace
+    // (with injection the kernel picks the trace, before the agent links anything).
+    let token_of_trace: std::collections::HashMap<&str, &str> = tokens
+        .iter()
+        .zip(spans.chunks(4))
+        .map(|((tok, _, _), s)| (s[1].trace_id(), tok.as_str()))
+        .collect();
     let mut thread_linked = 0;
+    let mut injected_alone = (0, 0);
+    let mut injected = 0;
     for ((tok, _, all_linked), s) in tokens.iter().zip(spans.chunks(4)) {
         let ctx = describe(s);
         let child_of = |child: &Span, parent: &Span, link: &str| {
@@ -139,7 +166,23 @@ fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round]) {
             (None, "root"),
             "{tok}: the client span must be a root\n{ctx}"
         );
-        child_of(mid_server, client, "connection");
+        let by_server_link = |child: &Span, parent: &Span| {
+            let link = child.link();
+            assert!(
+                server_links.contains(&link),
+                "{tok}: {} {} linked by {link}, expected one of {server_links:?}\n{ctx}",
+                child.kind(),
+                child.name()
+            );
+            child_of(child, parent, link);
+        };
+        by_server_link(mid_server, client);
+        if let Some(other) = token_of_trace.get(mid_client.trace_id()) {
+            assert_eq!(
+                other, tok,
+                "{tok}: the downstream call is in the trace of {other}\n{ctx}"
+            );
+        }
         let may_be_root = model == Model::Shared && !all_linked;
         match mid_client.link() {
             "thread" => {
@@ -156,7 +199,35 @@ fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round]) {
                 if may_be_root { " or be a root" } else { "" }
             ),
         }
-        child_of(leaf_server, mid_client, "connection");
+        by_server_link(leaf_server, mid_client);
+        if leaf_server.link() == "injected" {
+            injected += 1;
+        }
+        if *all_linked {
+            injected_alone.0 += 1;
+            if leaf_server.link() == "injected" {
+                injected_alone.1 += 1;
+            }
+        }
+    }
+    eprintln!(
+        "{mid_name}: {injected} of {} downstream calls carried an injected context",
+        tokens.len()
+    );
+    if inject == Inject::On {
+        // Once the kernel has seen the server answer on its reading threads, each call of a
+        // thread serving one request carries that request's context.
+        if model == Model::ThreadPool {
+            assert!(
+                injected * 2 >= tokens.len(),
+                "only {injected} of {} downstream calls carried an injected context",
+                tokens.len()
+            );
+        }
+        assert_eq!(
+            injected_alone.1, injected_alone.0,
+            "calls of a server serving one request at a time must all carry a context"
+        );
     }
     eprintln!(
         "{mid_name}: {thread_linked} of {} downstream calls linked by thread, the others roots",
@@ -168,7 +239,26 @@ fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round]) {
 /// downstream call is linked to the request it serves.
 #[test]
 fn thread_pool_server() {
-    run(Model::ThreadPool, "thread-pool relay", RELAY, &[CONCURRENT]);
+    run(
+        Model::ThreadPool,
+        "thread-pool relay",
+        RELAY,
+        &[CONCURRENT],
+        Inject::Off,
+    );
+}
+
+/// The same with context injection: the kernel's per-thread context puts each downstream call in
+/// the trace of the request it serves.
+#[test]
+fn thread_pool_server_injecting() {
+    run(
+        Model::ThreadPool,
+        "thread-pool relay",
+        RELAY,
+        &[CONCURRENT],
+        Inject::On,
+    );
 }
 
 /// asyncio: one thread serves every connection. Under concurrency it serves other requests while
@@ -188,6 +278,27 @@ fn event_loop_server() {
         "asyncio relay",
         ASYNC_RELAY,
         &[CONCURRENT, alone],
+        Inject::Off,
+    );
+}
+
+/// The event loop with context injection: the kernel inserts a context only while the loop
+/// serves one request; a call made while several are in flight carries none (or a new trace)
+/// and is never put in another request's trace.
+#[test]
+fn event_loop_server_injecting() {
+    let alone = Round {
+        prefix: "s",
+        clients: 1,
+        per_client: 4,
+        all_linked: true,
+    };
+    run(
+        Model::Shared,
+        "asyncio relay",
+        ASYNC_RELAY,
+        &[CONCURRENT, alone],
+        Inject::On,
     );
 }
 
@@ -196,5 +307,23 @@ fn event_loop_server() {
 /// is in flight on it. Such calls must not be linked to that other request.
 #[test]
 fn task_pool_server() {
-    run(Model::Shared, "task-pool relay", POOL_RELAY, &[CONCURRENT]);
+    run(
+        Model::Shared,
+        "task-pool relay",
+        POOL_RELAY,
+        &[CONCURRENT],
+        Inject::Off,
+    );
+}
+
+/// The task pool with context injection: never another request's trace.
+#[test]
+fn task_pool_server_injecting() {
+    run(
+        Model::Shared,
+        "task-pool relay",
+        POOL_RELAY,
+        &[CONCURRENT],
+        Inject::On,
+    );
 }

@@ -74,6 +74,23 @@ pub struct ThreadCtx {
 }
 crate::assert_size!(ThreadCtx, 96);
 
+/// Responses a process must have written on the thread that read their request, and none on
+/// another, before the requests it sends carry the context of the request a thread serves. Until
+/// then (and forever once a response came from another thread: tasks move between threads, as in
+/// Go, tokio or .NET) a thread's one request in flight says nothing about who sends.
+pub const PROVEN_ANSWERS: u32 = 4;
+
+/// How a process serves requests, as the kernel has seen it answer them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcModel {
+    /// Responses written by the thread that read the request.
+    pub same_thread: u32,
+    /// Non-zero once a response was written by another thread than the one that read its request.
+    pub moved: u32,
+}
+crate::assert_size!(ProcModel, 8);
+
 /// What the sk_msg program injected during a thread's current send, taken by the syscall exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -127,4 +144,5 @@ mod user {
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::ThreadCtx {}
     unsafe impl aya::Pod for super::Injected {}
+    unsafe impl aya::Pod for super::ProcModel {}
 }

@@ -18,6 +18,8 @@ pub const MAP_THREAD_CTX: &str = "THREAD_CTX";
 pub const MAP_INJECTED: &str = "INJECTED";
 pub const MAP_MSG_SCRATCH: &str = "MSG_SCRATCH";
 pub const MAP_HEAD_INFO: &str = "HEAD_INFO";
+pub const MAP_CONN_READER: &str = "CONN_READER";
+pub const MAP_PROC_MODEL: &str = "PROC_MODEL";
 pub const MAP_HEAD_PROG: &str = "HEAD_PROG";
 
 /// Programs of context injection: sock_ops on the cgroup, sk_msg on [`MAP_SOCKS`].

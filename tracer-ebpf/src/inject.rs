@@ -27,8 +27,8 @@ use tracer_common::{
     conn::{ConnKey, AF_INET, AF_INET6},
     data::{flags, DataRecord},
     inject::{
-        sock_mode, Injected, SockKey, SockState, ThreadCtx, ACTIVE_SLOTS, ACTIVE_STALE_NS,
-        HEADER_LEN, SCAN_WINDOW,
+        sock_mode, Injected, ProcModel, SockKey, SockState, ThreadCtx, ACTIVE_SLOTS,
+        ACTIVE_STALE_NS, HEADER_LEN, PROVEN_ANSWERS, SCAN_WINDOW,
     },
     stats,
 };
@@ -36,7 +36,8 @@ use tracer_common::{
 use crate::{
     conn::process_allowed,
     maps::{
-        count, CONNS, INJECTED, MSG_SCRATCH, PENDING_SOCKS, SCRATCH, SOCKS, SOCK_STATE, THREAD_CTX,
+        count, CONNS, CONN_READER, INJECTED, MSG_SCRATCH, PENDING_SOCKS, PROC_MODEL, SCRATCH,
+        SOCKS, SOCK_STATE, THREAD_CTX,
     },
     scan,
 };
@@ -80,6 +81,7 @@ pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> 
     };
     // SAFETY: valid map value pointer; only this thread writes its entry.
     let t: &mut ThreadCtx = unsafe { &mut *t };
+    let _ = CONN_READER.insert(&conn_id, &(pid_tgid as u32), 0);
     let mut mine = ACTIVE_SLOTS;
     let mut free = ACTIVE_SLOTS;
     let mut others = 0;
@@ -137,6 +139,24 @@ pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> 
 /// Thread `pid_tgid` wrote (the start of) the response on server connection `conn_id`.
 #[inline(always)]
 pub fn response_written(pid_tgid: u64, conn_id: u64) {
+    // SAFETY: read-only lookup; the value is copied before removal.
+    if let Some(reader) = unsafe { CONN_READER.get(&conn_id) }.copied() {
+        let _ = CONN_READER.remove(&conn_id);
+        let tgid = (pid_tgid >> 32) as u32;
+        if PROC_MODEL.get_ptr_mut(&tgid).is_none() {
+            let _ = PROC_MODEL.insert(&tgid, &ProcModel::default(), 0);
+        }
+        if let Some(pm) = PROC_MODEL.get_ptr_mut(&tgid) {
+            // SAFETY: valid map value pointer; counters are advisory.
+            unsafe {
+                if reader == pid_tgid as u32 {
+                    (*pm).same_thread = (*pm).same_thread.saturating_add(1);
+                } else {
+                    (*pm).moved = 1;
+                }
+            }
+        }
+    }
     let Some(t) = THREAD_CTX.get_ptr_mut(&pid_tgid) else {
         return;
     };
@@ -146,6 +166,16 @@ pub fn response_written(pid_tgid: u64, conn_id: u64) {
         if t.active[k] == conn_id {
             t.active[k] = 0;
         }
+    }
+}
+
+/// Whether the process answers each request on the thread that read it (see `PROVEN_ANSWERS`).
+#[inline(always)]
+fn proven(tgid: u32) -> bool {
+    // SAFETY: read-only lookup of a plain value.
+    match unsafe { PROC_MODEL.get(&tgid) } {
+        Some(pm) => pm.moved == 0 && pm.same_thread >= PROVEN_ANSWERS,
+        None => false,
     }
 }
 
@@ -165,7 +195,7 @@ fn outgoing_context(pid_tgid: u64, now: u64) -> Option<([u8; 16], u8)> {
     }
     match active {
         0 => Some((random_bytes::<16>(), 1)),
-        1 if t.usable != 0 => Some((t.trace_id, t.trace_flags)),
+        1 if t.usable != 0 && proven((pid_tgid >> 32) as u32) => Some((t.trace_id, t.trace_flags)),
         _ => None,
     }
 }
@@ -181,7 +211,7 @@ fn served(pid_tgid: u64, now: u64) -> Option<ThreadCtx> {
             active += 1;
         }
     }
-    (active == 1 && t.usable != 0).then_some(t)
+    (active == 1 && t.usable != 0 && proven((pid_tgid >> 32) as u32)).then_some(t)
 }
 
 /// What the current thread's send injected, if it happened since `since` (its syscall entry);

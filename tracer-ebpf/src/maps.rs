@@ -10,7 +10,7 @@ use tracer_common::{
     config::Config,
     conn::{ConnKey, ConnState},
     data::DataRecord,
-    inject::{HeadInfo, Injected, MsgScratch, SockKey, SockState, ThreadCtx},
+    inject::{HeadInfo, Injected, MsgScratch, ProcModel, SockKey, SockState, ThreadCtx},
     offsets::Offsets,
     stats,
 };
@@ -67,6 +67,12 @@ pub static THREAD_CTX: LruHashMap<u64, ThreadCtx> = LruHashMap::with_max_entries
 /// pid_tgid -> ids the sk_msg program injected during the thread's current send.
 #[map]
 pub static INJECTED: LruHashMap<u64, Injected> = LruHashMap::with_max_entries(4096, 0);
+/// conn_id -> thread that read the connection's last request head, until its response starts.
+#[map]
+pub static CONN_READER: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+/// tgid -> how the process answers requests (see `tracer_common::inject::PROVEN_ANSWERS`).
+#[map]
+pub static PROC_MODEL: LruHashMap<u32, ProcModel> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 pub static MSG_SCRATCH: PerCpuArray<MsgScratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
