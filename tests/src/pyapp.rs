@@ -23,6 +23,10 @@ pub const POOL_RELAY: &str = include_str!("py/pool_relay.py");
 pub const LOAD_CLIENT: &str = include_str!("py/load_client.py");
 /// A client instrumented with the OpenTelemetry SDK (`py/otel_client.py`).
 pub const OTEL_CLIENT: &str = include_str!("py/otel_client.py");
+/// A keep-alive server answering deterministic bodies and counting the `traceparent` headers it
+/// receives, and a client sending it mixed traffic whose every answer is digested
+/// (`py/injection_check.py`, modes `server` and `client`).
+pub const INJECTION_CHECK: &str = include_str!("py/injection_check.py");
 
 /// A python server from `source`, started with `args`.
 pub struct PyApp {
