@@ -31,6 +31,7 @@
 
 pub mod agent;
 pub mod capture;
+pub mod hosts;
 pub mod netns;
 pub mod otlp;
 pub mod peers;

@@ -1,107 +1,32 @@
-//! Four hosts made of network namespaces, joined by veth pairs (one /30 per link):
-//!
-//! ```text
-//!  A: curl ── B: nginx (reverse proxy) ── C: python backend ── D: python service
-//!  .1    10.201.0.0/30    .2  .5    10.201.0.4/30   .6  .9   10.201.0.8/30   .10
-//! ```
-//!
-//! The backend calls the service while serving. The agent, in the root namespace, sees all four
+//! Four hosts made of network namespaces (`tracer_tests::hosts`): curl, nginx as a reverse proxy,
+//! a python backend and the python service it calls while serving. The agent, in the root namespace, sees all four
 //! and must put the six spans in one trace: curl's client span the root, each server span the
 //! child of the client span at the other end of its connection (`connection`: both ends are
 //! traced on this kernel, their addresses mirror each other across the namespaces), each client
 //! span the child of the server span its thread was serving (`thread`).
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use tracer_tests::{
+    hosts::Chain,
     netns::Namespaces,
     peers::{parse_transfers, CURL_WRITE_OUT},
     pyapp::{PyApp, RELAY},
     trace::assert_chain,
     util::which,
-    Agent, Expect, Gated, Nginx, Peer, TempDir,
+    Agent, Gated, Peer,
 };
-
-const A: &str = "10.201.0.1";
-const B_FRONT: &str = "10.201.0.2";
-const B_BACK: &str = "10.201.0.5";
-const C_FRONT: &str = "10.201.0.6";
-const C_BACK: &str = "10.201.0.9";
-const D: &str = "10.201.0.10";
-
-fn ip(a: &str) -> IpAddr {
-    a.parse().unwrap()
-}
-
-/// A server span of `peer` for `GET path` on `addr:port`, from a client at `client`.
-fn server(peer: &Peer, path: &str, addr: &str, port: u16, client: &str) -> Expect {
-    Expect::server(
-        format!("server span of pid {} GET {path}", peer.pid),
-        peer.pid,
-    )
-    .exe(peer.exe.as_deref().unwrap_or(""))
-    .get(path)
-    .server_addr(addr, port)
-    .attr("client.address", client)
-    .attr("network.peer.address", client)
-    .status(200)
-}
 
 #[test]
 fn curl_nginx_backend_service_across_namespaces() {
-    // Declared first: dropped last, after every process inside the namespaces is killed.
-    let ns = Namespaces::create(&["a", "b", "c", "d"]);
-    ns.link("a", &format!("{A}/30"), "b", &format!("{B_FRONT}/30"));
-    ns.link("b", &format!("{B_BACK}/30"), "c", &format!("{C_FRONT}/30"));
-    ns.link("c", &format!("{C_BACK}/30"), "d", &format!("{D}/30"));
-
-    let service = PyApp::start_in(
-        Some(ns.exec_args("d")),
-        "service (d)",
-        RELAY,
-        &["--bind", D],
+    let chain = Chain::start("10.201.0", &[]);
+    let curl = Gated::spawn(
+        "curl (a)",
+        &which("ip").display().to_string(),
+        &chain.curl_args("/proxy/api"),
     );
-    let svc = format!("{D}:{}", service.port);
-    let backend = PyApp::start_in(
-        Some(ns.exec_args("c")),
-        "backend (c)",
-        RELAY,
-        &["--bind", C_FRONT, "--downstream", &svc, "--prefix", "/svc"],
-    );
-    let www = TempDir::new("nginx-www");
-    let nginx = Nginx::start_in(
-        &ns,
-        "b",
-        ip(B_FRONT),
-        www.path(),
-        SocketAddr::new(ip(C_FRONT), backend.port),
-    );
-    let mut args = ns.exec_args("a");
-    args.extend(
-        [
-            which("curl").display().to_string().as_str(),
-            "-sS",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "30",
-            "-w",
-            CURL_WRITE_OUT,
-            "-o",
-            "/dev/null",
-        ]
-        .map(String::from),
-    );
-    args.push(nginx.url("/proxy/api"));
-    let curl = Gated::spawn("curl (a)", &which("ip").display().to_string(), &args);
     let curl_pid = curl.pid();
-
-    let mut pids = nginx.pids();
-    pids.extend([curl_pid, backend.pid(), service.pid()]);
-    let agent = Agent::json(&pids, &[]);
+    let agent = Agent::json(&chain.pids(&[curl_pid]), &[]);
     let out = curl.finish(Duration::from_secs(40));
     let t = parse_transfers(&out);
     assert_eq!(
@@ -109,35 +34,25 @@ fn curl_nginx_backend_service_across_namespaces() {
         (Some(0), Some((200, "leaf /svc/api\n".len() as u64))),
         "{}\n--- nginx ---\n{}\n--- backend ---\n{}\n--- service ---\n{}",
         out.describe(),
-        nginx.error_log(),
-        backend.log(),
-        service.log()
+        chain.nginx.error_log(),
+        chain.backend.log(),
+        chain.service.log()
     );
 
-    let nginx_port = nginx.port;
-    let spans = agent.expect_exact(&[
-        Peer::curl(curl_pid)
-            .client_at(B_FRONT, "GET", "/proxy/api", nginx_port)
-            .status(200)
-            .top("tracer.link", "root"),
-        server(&nginx.peer(), "/proxy/api", B_FRONT, nginx_port, A)
-            .attr("client.port", t[0].local_port)
-            .top("tracer.link", "connection"),
-        nginx
-            .peer()
-            .client_at(C_FRONT, "GET", "/api", backend.port)
-            .status(200)
-            .top("tracer.link", "thread"),
-        server(&backend.peer(), "/api", C_FRONT, backend.port, B_BACK)
-            .top("tracer.link", "connection"),
-        backend
-            .peer()
-            .client_at(D, "GET", "/svc/api", service.port)
-            .status(200)
-            .top("tracer.link", "thread"),
-        server(&service.peer(), "/svc/api", D, service.port, C_BACK)
-            .top("tracer.link", "connection"),
-    ]);
+    let mut expected = vec![Peer::curl(curl_pid)
+        .client_at(&chain.addrs.b_front, "GET", "/proxy/api", chain.nginx.port)
+        .status(200)
+        .top("tracer.link", "root")];
+    let links = ["connection", "thread", "connection", "thread", "connection"];
+    for (k, (e, link)) in chain.spans_behind("api").into_iter().zip(links).enumerate() {
+        let e = e.top("tracer.link", link);
+        expected.push(if k == 0 {
+            e.attr("client.port", t[0].local_port)
+        } else {
+            e
+        });
+    }
+    let spans = agent.expect_exact(&expected);
     assert_chain(&spans);
 }
 
@@ -212,14 +127,14 @@ fn same_loopback_ends_in_two_namespaces() {
             .client("GET", "/x", 8080)
             .status(200)
             .top("tracer.link", "root"),
-        server(&server_x.peer(), "/x", lo, 8080, lo)
+        Chain::server(&server_x.peer(), "/x", lo, 8080, lo)
             .attr("client.port", 40000)
             .top("tracer.link", "connection"),
         Peer::curl(py)
             .client("GET", "/y", 8080)
             .status(200)
             .top("tracer.link", "root"),
-        server(&server_y.peer(), "/y", lo, 8080, lo)
+        Chain::server(&server_y.peer(), "/y", lo, 8080, lo)
             .attr("client.port", 40000)
             .top("tracer.link", "connection"),
     ]);
