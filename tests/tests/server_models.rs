@@ -38,6 +38,14 @@ const CONCURRENT: Round = Round {
     all_linked: false,
 };
 
+/// One client alone, four requests: a server then serves one request at a time.
+const ALONE: Round = Round {
+    prefix: "s",
+    clients: 1,
+    per_client: 4,
+    all_linked: true,
+};
+
 /// How the middle server's client spans may be linked.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Model {
@@ -267,17 +275,11 @@ fn thread_pool_server_injecting() {
 /// is linked.
 #[test]
 fn event_loop_server() {
-    let alone = Round {
-        prefix: "s",
-        clients: 1,
-        per_client: 4,
-        all_linked: true,
-    };
     run(
         Model::Shared,
         "asyncio relay",
         ASYNC_RELAY,
-        &[CONCURRENT, alone],
+        &[CONCURRENT, ALONE],
         Inject::Off,
     );
 }
@@ -287,17 +289,11 @@ fn event_loop_server() {
 /// and is never put in another request's trace.
 #[test]
 fn event_loop_server_injecting() {
-    let alone = Round {
-        prefix: "s",
-        clients: 1,
-        per_client: 4,
-        all_linked: true,
-    };
     run(
         Model::Shared,
         "asyncio relay",
         ASYNC_RELAY,
-        &[CONCURRENT, alone],
+        &[CONCURRENT, ALONE],
         Inject::On,
     );
 }
