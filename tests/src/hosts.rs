@@ -13,7 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::{
     netns::Namespaces,
-    peers::CURL_WRITE_OUT,
+    peers::{parse_transfers, CURL_WRITE_OUT},
+    process::Output,
     pyapp::{PyApp, RELAY},
     span::{Expect, Peer},
     util::which,
@@ -138,6 +139,49 @@ impl Chain {
         pids.extend([self.backend.pid(), self.service.pid()]);
         pids.extend(more);
         pids
+    }
+
+    /// Check curl's `GET /proxy/{x}` went through (the service's answer came back), and give
+    /// the expected spans of the whole chain: curl's (a root) and the five behind it, linked as
+    /// `links` says (nginx server, nginx client, backend server, backend client, service server).
+    pub fn expect_request(
+        &self,
+        out: &Output,
+        curl_pid: u32,
+        x: &str,
+        links: [&str; 5],
+    ) -> Vec<Expect> {
+        let t = parse_transfers(out);
+        assert_eq!(
+            (out.code(), t.first().map(|t| (t.code, t.size_download))),
+            (
+                Some(0),
+                Some((200, format!("leaf /svc/{x}\n").len() as u64))
+            ),
+            "{}\n--- nginx ---\n{}\n--- backend ---\n{}\n--- service ---\n{}",
+            out.describe(),
+            self.nginx.error_log(),
+            self.backend.log(),
+            self.service.log()
+        );
+        let mut expected = vec![Peer::curl(curl_pid)
+            .client_at(
+                &self.addrs.b_front,
+                "GET",
+                &format!("/proxy/{x}"),
+                self.nginx.port,
+            )
+            .status(200)
+            .top("tracer.link", "root")];
+        for (k, (e, link)) in self.spans_behind(x).into_iter().zip(links).enumerate() {
+            let e = e.top("tracer.link", link);
+            expected.push(if k == 0 {
+                e.attr("client.port", t[0].local_port)
+            } else {
+                e
+            });
+        }
+        expected
     }
 
     /// The server span of `peer` for `GET path` on `addr:port`, from a client at `client`.

@@ -28,30 +28,12 @@ fn curl_nginx_backend_service_across_namespaces() {
     let curl_pid = curl.pid();
     let agent = Agent::json(&chain.pids(&[curl_pid]), &[]);
     let out = curl.finish(Duration::from_secs(40));
-    let t = parse_transfers(&out);
-    assert_eq!(
-        (out.code(), t.first().map(|t| (t.code, t.size_download))),
-        (Some(0), Some((200, "leaf /svc/api\n".len() as u64))),
-        "{}\n--- nginx ---\n{}\n--- backend ---\n{}\n--- service ---\n{}",
-        out.describe(),
-        chain.nginx.error_log(),
-        chain.backend.log(),
-        chain.service.log()
+    let expected = chain.expect_request(
+        &out,
+        curl_pid,
+        "api",
+        ["connection", "thread", "connection", "thread", "connection"],
     );
-
-    let mut expected = vec![Peer::curl(curl_pid)
-        .client_at(&chain.addrs.b_front, "GET", "/proxy/api", chain.nginx.port)
-        .status(200)
-        .top("tracer.link", "root")];
-    let links = ["connection", "thread", "connection", "thread", "connection"];
-    for (k, (e, link)) in chain.spans_behind("api").into_iter().zip(links).enumerate() {
-        let e = e.top("tracer.link", link);
-        expected.push(if k == 0 {
-            e.attr("client.port", t[0].local_port)
-        } else {
-            e
-        });
-    }
     let spans = agent.expect_exact(&expected);
     assert_chain(&spans);
 }
