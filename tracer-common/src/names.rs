@@ -25,37 +25,41 @@ pub const MAP_HEAD_PROG: &str = "HEAD_PROG";
 /// Programs of context injection: sock_ops on the cgroup, sk_msg on [`MAP_SOCKS`].
 pub const PROG_SOCK_OPS: &str = "inject_sock_ops";
 pub const PROG_SK_MSG: &str = "inject_sk_msg";
-/// Tail-called by the read exits for request heads of server connections.
+/// Tail-called by the data exit for request heads of server connections.
 pub const PROG_HEAD: &str = "inject_head";
 
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
-/// Every kernel program with the syscall tracepoint (category `syscalls`) it attaches to.
+/// The one exit program of every data syscall (they share a record layout).
+pub const PROG_EXIT_DATA: &str = "exit_data";
+
+/// Every syscall tracepoint (category `syscalls`) with the kernel program attached to it; a
+/// program may serve several.
 pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("enter_read", "sys_enter_read"),
-    ("exit_read", "sys_exit_read"),
+    (PROG_EXIT_DATA, "sys_exit_read"),
     ("enter_write", "sys_enter_write"),
-    ("exit_write", "sys_exit_write"),
+    (PROG_EXIT_DATA, "sys_exit_write"),
     ("enter_readv", "sys_enter_readv"),
-    ("exit_readv", "sys_exit_readv"),
+    (PROG_EXIT_DATA, "sys_exit_readv"),
     ("enter_writev", "sys_enter_writev"),
-    ("exit_writev", "sys_exit_writev"),
+    (PROG_EXIT_DATA, "sys_exit_writev"),
     ("enter_recvfrom", "sys_enter_recvfrom"),
-    ("exit_recvfrom", "sys_exit_recvfrom"),
+    (PROG_EXIT_DATA, "sys_exit_recvfrom"),
     ("enter_sendto", "sys_enter_sendto"),
-    ("exit_sendto", "sys_exit_sendto"),
+    (PROG_EXIT_DATA, "sys_exit_sendto"),
     ("enter_recvmsg", "sys_enter_recvmsg"),
-    ("exit_recvmsg", "sys_exit_recvmsg"),
+    (PROG_EXIT_DATA, "sys_exit_recvmsg"),
     ("enter_sendmsg", "sys_enter_sendmsg"),
-    ("exit_sendmsg", "sys_exit_sendmsg"),
+    (PROG_EXIT_DATA, "sys_exit_sendmsg"),
     ("enter_sendfile", "sys_enter_sendfile64"),
-    ("exit_sendfile", "sys_exit_sendfile64"),
+    (PROG_EXIT_DATA, "sys_exit_sendfile64"),
     ("enter_recvmmsg", "sys_enter_recvmmsg"),
     ("enter_sendmmsg", "sys_enter_sendmmsg"),
     ("enter_connect", "sys_enter_connect"),
     ("exit_connect", "sys_exit_connect"),
     ("exit_accept", "sys_exit_accept"),
-    ("exit_accept4", "sys_exit_accept4"),
+    ("exit_accept", "sys_exit_accept4"),
     ("enter_close", "sys_enter_close"),
 ];

@@ -35,9 +35,9 @@ macro_rules! body {
     }};
 }
 
-/// A data syscall: `enter_X` saves (fd, pointer, length), `exit_X` captures.
+/// A data syscall's entry: `enter_X` saves (fd, pointer, length) for [`exit_data`].
 macro_rules! data_probe {
-    ($enter:ident, $exit:ident, $ptr_arg:expr, $len_arg:expr, $src:expr, $sys:expr, $dir:expr) => {
+    ($enter:ident, $ptr_arg:expr, $len_arg:expr, $src:expr, $sys:expr, $dir:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             body!(enter(
@@ -49,17 +49,20 @@ macro_rules! data_probe {
                 $dir
             ))
         }
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            body!(exit(&ctx))
-        }
     };
+}
+
+/// The exit of every data syscall: one program attached to each `sys_exit_X`, so the verifier
+/// checks the capture path once, not once per syscall (it is the costliest program to verify).
+/// All `sys_exit_*` records share one layout, and the saved arguments say which syscall it was.
+#[tracepoint]
+pub fn exit_data(ctx: TracePointContext) -> u32 {
+    body!(exit(&ctx))
 }
 
 // ssize_t read(int fd, void *buf, size_t count);
 data_probe!(
     enter_read,
-    exit_read,
     1,
     2,
     src::BUF,
@@ -69,7 +72,6 @@ data_probe!(
 // ssize_t write(int fd, const void *buf, size_t count);
 data_probe!(
     enter_write,
-    exit_write,
     1,
     2,
     src::BUF,
@@ -79,7 +81,6 @@ data_probe!(
 // ssize_t readv(int fd, const struct iovec *iov, int iovcnt);
 data_probe!(
     enter_readv,
-    exit_readv,
     1,
     2,
     src::IOV,
@@ -89,7 +90,6 @@ data_probe!(
 // ssize_t writev(int fd, const struct iovec *iov, int iovcnt);
 data_probe!(
     enter_writev,
-    exit_writev,
     1,
     2,
     src::IOV,
@@ -99,7 +99,6 @@ data_probe!(
 // ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src, socklen_t *alen);
 data_probe!(
     enter_recvfrom,
-    exit_recvfrom,
     1,
     2,
     src::BUF,
@@ -109,7 +108,6 @@ data_probe!(
 // ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dst, socklen_t alen);
 data_probe!(
     enter_sendto,
-    exit_sendto,
     1,
     2,
     src::BUF,
@@ -119,7 +117,6 @@ data_probe!(
 // ssize_t recvmsg(int fd, struct msghdr *msg, int flags);
 data_probe!(
     enter_recvmsg,
-    exit_recvmsg,
     1,
     0,
     src::MSG,
@@ -129,7 +126,6 @@ data_probe!(
 // ssize_t sendmsg(int fd, const struct msghdr *msg, int flags);
 data_probe!(
     enter_sendmsg,
-    exit_sendmsg,
     1,
     0,
     src::MSG,
@@ -139,7 +135,6 @@ data_probe!(
 // ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count): bytes invisible, count kept.
 data_probe!(
     enter_sendfile,
-    exit_sendfile,
     2,
     3,
     src::NONE,
@@ -224,15 +219,11 @@ fn exit_conn(ctx: &TracePointContext) -> Result<(), i64> {
     track(&key, role::CLIENT).map(|_| ())
 }
 
-// int accept(int fd, struct sockaddr *addr, socklen_t *addrlen): returns the new fd.
+// int accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
+// int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+// Both return the new fd: one program attached to both exits.
 #[tracepoint]
 pub fn exit_accept(ctx: TracePointContext) -> u32 {
-    body!(exit_acc(&ctx))
-}
-
-// int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags): returns the new fd.
-#[tracepoint]
-pub fn exit_accept4(ctx: TracePointContext) -> u32 {
     body!(exit_acc(&ctx))
 }
 

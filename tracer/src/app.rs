@@ -130,6 +130,7 @@ pub fn run(cli: Cli) -> Result<()> {
         pending
     });
     // Detach before the exporters flush: nothing new is captured from here on.
+    probes.detach();
     drop(probes);
     let lines = export_thread.join().unwrap_or_default();
     print_summary(&stats, pending, &lines);

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{trace_point::TracePointLinkId, TracePoint},
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
@@ -72,6 +72,8 @@ pub struct ProbeConfig {
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
+    /// Every tracepoint attachment, by program name, for [`Probes::detach`].
+    links: Vec<(&'static str, TracePointLinkId)>,
 }
 
 /// Field offsets of the kernel structs the programs walk, from the running kernel's BTF.
@@ -196,6 +198,7 @@ impl Probes {
         )?;
         fill(&mut ebpf, names::MAP_FILTER_COMMS, comms.into_iter())?;
 
+        let mut links = Vec::with_capacity(names::TRACEPOINTS.len());
         for (program, tracepoint) in names::TRACEPOINTS {
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)
@@ -206,20 +209,46 @@ impl Probes {
                     tracepoint: (*tracepoint).into(),
                     source: Box::new(source),
                 })?;
-            prog.load()
-                .and_then(|()| prog.attach("syscalls", tracepoint).map(|_| ()))
+            // A program serving several tracepoints is loaded (verified) once.
+            let loaded = if prog.fd().is_ok() {
+                Ok(())
+            } else {
+                prog.load()
+            };
+            let link = loaded
+                .and_then(|()| prog.attach("syscalls", tracepoint))
                 .map_err(|source| LoadError::Attach {
                     program: (*program).into(),
                     tracepoint: (*tracepoint).into(),
                     source: Box::new(source),
                 })?;
+            links.push((*program, link));
         }
         if cfg.inject {
             inject::attach(&mut ebpf, &cfg.cgroup_dirs)?;
         }
-        let mut probes = Self { ebpf };
+        let mut probes = Self { ebpf, links };
         probes.seed_inflight_reads()?;
         Ok(probes)
+    }
+
+    /// Detach every tracepoint at once. Each detach waits for the kernel's tracepoint grace
+    /// period (~70 ms here); one after the other, as dropping the programs does, that is ~2 s.
+    pub fn detach(&mut self) {
+        let mut owned = Vec::with_capacity(self.links.len());
+        for (name, id) in self.links.drain(..) {
+            let prog: Option<&mut TracePoint> =
+                self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+            if let Some(link) = prog.and_then(|p| p.take_link(id).ok()) {
+                owned.push(link);
+            }
+        }
+        std::thread::scope(|s| {
+            for link in owned {
+                // A thread that cannot start leaves its link to be dropped here, in turn.
+                let _ = std::thread::Builder::new().spawn_scoped(s, move || drop(link));
+            }
+        });
     }
 
     /// Forget saved syscall arguments of threads that no longer exist (they died inside the

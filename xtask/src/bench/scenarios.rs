@@ -166,10 +166,13 @@ fn ns_per_run(cnt: u64, ns: u64) -> f64 {
     }
 }
 
-/// Data-syscall programs: enter_X / exit_X (tracer) or sys_enter_X / sys_exit_X (bpftrace),
-/// X one of the byte-moving syscalls.
+/// Data-syscall programs: enter_X / exit_data (tracer; older builds: exit_X) or sys_enter_X /
+/// sys_exit_X (bpftrace), X one of the byte-moving syscalls.
 fn is_data_prog(name: &str) -> bool {
     let n = name.trim_start_matches("sys_");
+    if n == "exit_data" {
+        return true;
+    }
     [
         "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile",
         "recvms", "sendms", "recvfr",
