@@ -179,6 +179,24 @@ fn proven(tgid: u32) -> bool {
     }
 }
 
+/// How many requests thread context `t` serves right now (stale slots do not count).
+#[inline(always)]
+fn active_requests(t: &ThreadCtx, now: u64) -> u32 {
+    let mut active = 0;
+    for k in 0..ACTIVE_SLOTS {
+        if t.active[k] != 0 && now.saturating_sub(t.active_ts[k]) <= ACTIVE_STALE_NS {
+            active += 1;
+        }
+    }
+    active
+}
+
+/// Whether thread `pid_tgid`, serving `active` requests, may carry its served context on.
+#[inline(always)]
+fn carries(t: &ThreadCtx, active: u32, pid_tgid: u64) -> bool {
+    active == 1 && t.usable != 0 && proven((pid_tgid >> 32) as u32)
+}
+
 /// The context an outgoing request of thread `pid_tgid` carries: the one server request it
 /// serves, a new trace when it serves none, nothing when that cannot be told.
 #[inline(always)]
@@ -187,15 +205,9 @@ fn outgoing_context(pid_tgid: u64, now: u64) -> Option<([u8; 16], u8)> {
     let Some(t) = (unsafe { THREAD_CTX.get(&pid_tgid) }).copied() else {
         return Some((random_bytes::<16>(), 1));
     };
-    let mut active = 0;
-    for k in 0..ACTIVE_SLOTS {
-        if t.active[k] != 0 && now.saturating_sub(t.active_ts[k]) <= ACTIVE_STALE_NS {
-            active += 1;
-        }
-    }
-    match active {
+    match active_requests(&t, now) {
         0 => Some((random_bytes::<16>(), 1)),
-        1 if t.usable != 0 && proven((pid_tgid >> 32) as u32) => Some((t.trace_id, t.trace_flags)),
+        n if carries(&t, n, pid_tgid) => Some((t.trace_id, t.trace_flags)),
         _ => None,
     }
 }
@@ -205,13 +217,7 @@ fn outgoing_context(pid_tgid: u64, now: u64) -> Option<([u8; 16], u8)> {
 fn served(pid_tgid: u64, now: u64) -> Option<ThreadCtx> {
     // SAFETY: read-only lookup; the value is copied.
     let t = unsafe { THREAD_CTX.get(&pid_tgid) }.copied()?;
-    let mut active = 0;
-    for k in 0..ACTIVE_SLOTS {
-        if t.active[k] != 0 && now.saturating_sub(t.active_ts[k]) <= ACTIVE_STALE_NS {
-            active += 1;
-        }
-    }
-    (active == 1 && t.usable != 0 && proven((pid_tgid >> 32) as u32)).then_some(t)
+    carries(&t, active_requests(&t, now), pid_tgid).then_some(t)
 }
 
 /// What the current thread's send injected, if it happened since `since` (its syscall entry);
@@ -257,6 +263,19 @@ pub fn inject_head(_ctx: TracePointContext) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // sock_ops: which sockets the sk_msg program sees
 
+/// The four words of an IPv6 address field of a program context, read one by one at constant
+/// offsets: the verifier refuses reads through a moved context pointer. Callers are `unsafe`.
+macro_rules! ip6_words {
+    ($ctx:expr, $field:ident) => {
+        [
+            read_volatile(addr_of!((*$ctx).$field[0])),
+            read_volatile(addr_of!((*$ctx).$field[1])),
+            read_volatile(addr_of!((*$ctx).$field[2])),
+            read_volatile(addr_of!((*$ctx).$field[3])),
+        ]
+    };
+}
+
 #[inline(always)]
 fn ops_key(ctx: &SockOpsContext) -> Option<SockKey> {
     let family = ctx.family();
@@ -272,22 +291,11 @@ fn ops_key(ctx: &SockOpsContext) -> Option<SockKey> {
         key.local[0] = ctx.local_ip4();
         key.remote[0] = ctx.remote_ip4();
     } else if family == AF_INET6 as u32 {
-        // SAFETY: fields of the program's context, read one by one at constant offsets (the
-        // verifier refuses reads through a moved context pointer).
+        // SAFETY: fields of the program's context (see `ip6_words`).
         unsafe {
             let o = ctx.ops;
-            key.local = [
-                read_volatile(addr_of!((*o).local_ip6[0])),
-                read_volatile(addr_of!((*o).local_ip6[1])),
-                read_volatile(addr_of!((*o).local_ip6[2])),
-                read_volatile(addr_of!((*o).local_ip6[3])),
-            ];
-            key.remote = [
-                read_volatile(addr_of!((*o).remote_ip6[0])),
-                read_volatile(addr_of!((*o).remote_ip6[1])),
-                read_volatile(addr_of!((*o).remote_ip6[2])),
-                read_volatile(addr_of!((*o).remote_ip6[3])),
-            ];
+            key.local = ip6_words!(o, local_ip6);
+            key.remote = ip6_words!(o, remote_ip6);
         }
     } else {
         return None;
@@ -354,20 +362,9 @@ fn msg_key(ctx: &SkMsgContext) -> SockKey {
             key.local[0] = md.local_ip4;
             key.remote[0] = md.remote_ip4;
         } else {
-            // One by one at constant offsets, as in `ops_key`.
             let m = ctx.msg;
-            key.local = [
-                read_volatile(addr_of!((*m).local_ip6[0])),
-                read_volatile(addr_of!((*m).local_ip6[1])),
-                read_volatile(addr_of!((*m).local_ip6[2])),
-                read_volatile(addr_of!((*m).local_ip6[3])),
-            ];
-            key.remote = [
-                read_volatile(addr_of!((*m).remote_ip6[0])),
-                read_volatile(addr_of!((*m).remote_ip6[1])),
-                read_volatile(addr_of!((*m).remote_ip6[2])),
-                read_volatile(addr_of!((*m).remote_ip6[3])),
-            ];
+            key.local = ip6_words!(m, local_ip6);
+            key.remote = ip6_words!(m, remote_ip6);
         }
         key
     }
