@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// Where the JSON results go (a markdown table is written next to it).
     #[arg(long, default_value = "target/bench/results.json")]
     pub out: PathBuf,
-    /// Do not build (use the existing target/release and target/noop builds).
+    /// Do not build (use the existing target/release/tracer and target/bench/tracer-noop).
     #[arg(long)]
     pub no_build: bool,
     /// Internal: run the OTLP/HTTP sink (used by the benchmark itself).
@@ -128,19 +128,9 @@ pub fn main(args: BenchArgs) -> Result<()> {
     eprintln!("bench: load average {:.2} at start (2-core machine: compare the ratios, not the absolutes)", procs::loadavg());
     setup::toolchain()?;
     setup::peers(&setup::BENCH_PEERS)?;
+    let noop = root.join("target/bench/tracer-noop");
     if !args.no_build {
-        run(cargo().args(["build", "--release", "-p", "tracer"]))?;
-        run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "tracer",
-            "--features",
-            "noop-probes",
-            "--target-dir",
-            "target/noop",
-        ]))?;
-        run(cargo().args(["bench", "--no-run", "-p", "tracer", "--bench", "pipeline"]))?;
+        build(&root, &noop)?;
     }
     let nofile = procs::raise_nofile(65_536)?;
     if nofile < 12_000 {
@@ -151,7 +141,6 @@ pub fn main(args: BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     let tracer = root.join("target/release/tracer");
-    let noop = root.join("target/noop/release/tracer");
     let help = Command::new(&tracer)
         .arg("--help")
         .output()
@@ -260,6 +249,32 @@ pub fn main(args: BenchArgs) -> Result<()> {
         out.with_extension("md").display()
     );
     Ok(())
+}
+
+/// The agent, its no-op floor (copied to `noop`) and the criterion benchmark. Both agent builds
+/// name the same targets in one target directory, so they resolve the same dependency features
+/// and share every compiled dependency: only `tracer` itself and its kernel programs are built
+/// twice.
+fn build(root: &std::path::Path, noop: &std::path::Path) -> Result<()> {
+    let targets = ["--bin", "tracer", "--bench", "pipeline"];
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tracer",
+            "--features",
+            "noop-probes",
+        ])
+        .args(targets))?;
+    if let Some(dir) = noop.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(root.join("target/release/tracer"), noop)
+        .with_context(|| format!("copying the no-op build to {}", noop.display()))?;
+    run(cargo()
+        .args(["build", "--release", "-p", "tracer"])
+        .args(targets))
 }
 
 /// Temporary directory of one peer.
