@@ -232,9 +232,16 @@ fn run(model: Model, mid_name: &str, mid_source: &str, rounds: &[Round], inject:
                 tokens.len()
             );
         }
+        let summary: Vec<&str> = stopped
+            .stderr
+            .lines()
+            .filter(|l| l.contains("context injection"))
+            .collect();
         assert_eq!(
-            injected_alone.1, injected_alone.0,
-            "calls of a server serving one request at a time must all carry a context"
+            injected_alone.1,
+            injected_alone.0,
+            "calls of a server serving one request at a time must all carry a context\n{}",
+            summary.join("\n")
         );
     }
     eprintln!(

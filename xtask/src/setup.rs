@@ -32,7 +32,7 @@ pub const TEST_PEERS: Peers = Peers {
     ],
 };
 
-/// The load generators and profilers of `cargo xtask bench`, and scenario 5's alternatives
+/// The load generators and bpf tools of `cargo xtask bench`, and scenario 5's alternatives
 /// (a Flask service with the OpenTelemetry SDK).
 pub const BENCH_PEERS: Peers = Peers {
     debian: &[
@@ -43,7 +43,6 @@ pub const BENCH_PEERS: Peers = Peers {
         "wrk",
         "bpftrace",
         "bpftool",
-        "linux-perf",
     ],
     pip: &[
         "flask",

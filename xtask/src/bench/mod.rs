@@ -28,7 +28,7 @@ pub struct BenchArgs {
     /// Repetitions of each interleaved comparison (default 5, quick 1).
     #[arg(long)]
     pub reps: Option<usize>,
-    /// Seconds per load run (default 8, quick 3).
+    /// Seconds per load run (default 6, quick 3).
     #[arg(long)]
     pub secs: Option<u64>,
     /// Run only these scenarios (1-5; repeatable). 2 needs 1's calibration and runs with it.
@@ -68,7 +68,7 @@ impl Plan {
         Self {
             quick,
             reps: a.reps.unwrap_or(if quick { 1 } else { 5 }).max(1),
-            secs: a.secs.unwrap_or(if quick { 3 } else { 8 }).max(1),
+            secs: a.secs.unwrap_or(if quick { 3 } else { 6 }).max(1),
             wrk_threads: 1,
             wrk_conns: 32,
             lat_conns: 32,
