@@ -300,12 +300,12 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     let mut lo: BTreeMap<V, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     let mut lo_ratio: Vec<f64> = Vec::new();
     if rate_b.is_finite() && rate_b > 0.0 {
-        for rep in 0..p.reps {
+        for rep in 0..p.reps_minor {
             let order = shuffled(&[V::A, V::B]);
             eprintln!(
                 "bench[1]: latency at {rate_b:.0} req/s rep {}/{} order {:?} (load {:.2})",
                 rep + 1,
-                p.reps,
+                p.reps_minor,
                 order,
                 loadavg()
             );
@@ -331,7 +331,7 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
         }
     }
     let mut t_lo = Table::new(
-        &format!("1. latency at {rate_b:.0} req/s = 50% of (b)'s maximum (neither variant saturated), {} reps", p.reps),
+        &format!("1. latency at {rate_b:.0} req/s = 50% of (b)'s maximum (neither variant saturated), {} reps", p.reps_minor),
         &["variant", "p50 µs", "p99 µs", "p99 vs (a)"],
     );
     for v in [V::A, V::B] {
@@ -787,12 +787,12 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     let mut p99: BTreeMap<P, Vec<f64>> = BTreeMap::new();
     let mut spans: Vec<f64> = Vec::new();
     let url = format!("{}/v1/traces", ctx.otlp_url);
-    for rep in 0..p.reps {
+    for rep in 0..p.reps_minor {
         let order = shuffled(&[P::Untraced, P::Tracer, P::Sdk]);
         eprintln!(
             "bench[5]: rep {}/{} order {:?} (load {:.2})",
             rep + 1,
-            p.reps,
+            p.reps_minor,
             order,
             loadavg()
         );
@@ -840,7 +840,7 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
         }
     }
     let mut t = Table::new(
-        &format!("5. Flask (werkzeug, threaded) at {:.0} req/s over {} connections, {} s × {} reps: CPU per request (app + agent)", p.py_rate, p.py_conns, p.secs, p.reps),
+        &format!("5. Flask (werkzeug, threaded) at {:.0} req/s over {} connections, {} s × {} reps: CPU per request (app + agent)", p.py_rate, p.py_conns, p.secs, p.reps_minor),
         &["variant", "app CPU µs/req", "agent CPU µs/req", "total µs/req", "added vs untraced µs/req", "p50 µs", "p99 µs"],
     );
     let base = median(&total[&P::Untraced]);
