@@ -1,4 +1,4 @@
-//! The five scenarios of issue 5. Each returns its JSON and its tables.
+//! The five benchmark scenarios (BENCHMARKS.md). Each returns its JSON and its tables.
 
 use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
 
@@ -891,7 +891,7 @@ fn f(v: &Value, path: &[&str]) -> f64 {
 /// The issue's targets, met or missed, from the results.
 pub fn targets(r: &serde_json::Map<String, Value>) -> Table {
     let r = Value::Object(r.clone());
-    let mut t = Table::new("Targets (issue 5)", &["target", "measured", "met"]);
+    let mut t = Table::new("Targets", &["target", "measured", "met"]);
     let mut row = |name: &str, measured: f64, shown: String, ok: bool| {
         let met = if measured.is_nan() {
             "not measured"
