@@ -13,11 +13,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::{
     netns::Namespaces,
-    peers::{parse_transfers, CURL_WRITE_OUT},
+    peers::{curl_command, parse_transfers},
     process::Output,
     pyapp::{PyApp, RELAY},
     span::{Expect, Peer},
-    util::which,
     Nginx, TempDir,
 };
 
@@ -114,21 +113,7 @@ impl Chain {
     /// transfer line.
     pub fn curl_args(&self, path: &str) -> Vec<String> {
         let mut args = self.ns.exec_args("a");
-        args.extend(
-            [
-                which("curl").display().to_string().as_str(),
-                "-sS",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "30",
-                "-w",
-                CURL_WRITE_OUT,
-                "-o",
-                "/dev/null",
-            ]
-            .map(String::from),
-        );
+        args.extend(curl_command(&["-o", "/dev/null"]));
         args.push(self.nginx.url(path));
         args
     }

@@ -547,6 +547,23 @@ pub struct Curl {
 pub const CURL_WRITE_OUT: &str =
     "transfer: %{local_port} %{http_code} %{size_download} %{size_upload}\n";
 
+/// `curl -sS --noproxy * --max-time 30 -w WRITE_OUT OPTS...`, the program path first: the
+/// harness's curl, whose `-w` line `parse_transfers` reads.
+pub fn curl_command(opts: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        which("curl").display().to_string(),
+        "-sS".into(),
+        "--noproxy".into(),
+        "*".into(),
+        "--max-time".into(),
+        "30".into(),
+        "-w".into(),
+        CURL_WRITE_OUT.into(),
+    ];
+    args.extend(opts.iter().map(|s| s.to_string()));
+    args
+}
+
 impl Curl {
     /// `curl -sS OPTS... -o /dev/null URL...` (every body discarded), with `-w` reporting each
     /// transfer's local port, status and sizes.
@@ -556,26 +573,14 @@ impl Curl {
 
     /// `new`, curl getting these extra environment variables (e.g. `OTEL_SERVICE_NAME`).
     pub fn new_with_env(opts: &[&str], urls: &[String], env: &[(&str, &str)]) -> Curl {
-        let curl = which("curl");
-        let mut args: Vec<String> = [
-            "-sS",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "30",
-            "-w",
-            CURL_WRITE_OUT,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(opts.iter().map(|s| s.to_string()));
+        let mut args = curl_command(opts);
+        let curl = args.remove(0);
         for u in urls {
             args.push("-o".into());
             args.push("/dev/null".into());
             args.push(u.clone());
         }
-        let gated = Gated::spawn_with_env("curl", &curl.display().to_string(), &args, env);
+        let gated = Gated::spawn_with_env("curl", &curl, &args, env);
         Curl {
             gated,
             urls: urls.len(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracer_tests::{
     hosts::Chain,
     netns::Namespaces,
-    peers::{parse_transfers, CURL_WRITE_OUT},
+    peers::{curl_command, parse_transfers},
     pyapp::{PyApp, RELAY},
     trace::assert_chain,
     util::which,
@@ -62,23 +62,7 @@ fn same_loopback_ends_in_two_namespaces() {
     );
     let curl = |label: &str, path: &str| {
         let mut args = ns.exec_args(label);
-        args.extend(
-            [
-                which("curl").display().to_string().as_str(),
-                "-sS",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "30",
-                "--local-port",
-                "40000",
-                "-w",
-                CURL_WRITE_OUT,
-                "-o",
-                "/dev/null",
-            ]
-            .map(String::from),
-        );
+        args.extend(curl_command(&["--local-port", "40000", "-o", "/dev/null"]));
         args.push(format!("http://{lo}:8080{path}"));
         Gated::spawn(
             &format!("curl ({label})"),
