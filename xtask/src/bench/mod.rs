@@ -22,7 +22,7 @@ use crate::{cargo, run, setup};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Short smoke run (~5 min): one repetition, short runs, fewer requests.
+    /// Short smoke run: one repetition, short runs, fewer requests.
     #[arg(long)]
     pub quick: bool,
     /// Repetitions of each main interleaved comparison: scenario 1's throughput and latency at
@@ -195,36 +195,38 @@ pub fn main(args: BenchArgs) -> Result<()> {
             "git_dirty": Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().map(|o| !o.stdout.is_empty()).unwrap_or(false),
         }),
     );
-    let mut record =
-        |name: &str, started: std::time::Instant, r: Result<(Value, Vec<report::Table>)>| {
-            let secs = started.elapsed().as_secs_f64();
-            eprintln!("bench: scenario {name} took {secs:.0} s");
-            timings.insert(name.to_string(), json!(secs));
-            match r {
-                Ok((v, t)) => {
-                    for t in &t {
-                        println!("\n{}", t.markdown());
-                    }
-                    results.insert(name.into(), v);
-                    tables.extend(t);
+    // Runs one scenario, timing it; a failed scenario is reported and the others still run.
+    let mut record = |name: &str, scenario: &dyn Fn() -> Result<(Value, Vec<report::Table>)>| {
+        let started = Instant::now();
+        let r = scenario();
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("bench: scenario {name} took {secs:.0} s");
+        timings.insert(name.to_string(), json!(secs));
+        match r {
+            Ok((v, t)) => {
+                for t in &t {
+                    println!("\n{}", t.markdown());
                 }
-                Err(e) => {
-                    eprintln!("bench: scenario {name} failed: {e:#}");
-                    results.insert(name.into(), json!({"error": format!("{e:#}")}));
-                }
+                results.insert(name.into(), v);
+                tables.extend(t);
             }
-        };
+            Err(e) => {
+                eprintln!("bench: scenario {name} failed: {e:#}");
+                results.insert(name.into(), json!({"error": format!("{e:#}")}));
+            }
+        }
+    };
     if want(1) || want(2) {
-        record("1_nginx", Instant::now(), scenarios::nginx(&ctx, want(2)));
+        record("1_nginx", &|| scenarios::nginx(&ctx, want(2)));
     }
     if want(3) {
-        record("3_pipeline", Instant::now(), scenarios::pipeline(&ctx));
+        record("3_pipeline", &|| scenarios::pipeline(&ctx));
     }
     if want(4) {
-        record("4_memory", Instant::now(), scenarios::memory(&ctx));
+        record("4_memory", &|| scenarios::memory(&ctx));
     }
     if want(5) {
-        record("5_python", Instant::now(), scenarios::python(&ctx));
+        record("5_python", &|| scenarios::python(&ctx));
     }
     let mut sink_proc = sink_proc;
     let sink_lines = sink_proc.stop();
