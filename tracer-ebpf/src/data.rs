@@ -99,9 +99,13 @@ pub fn take_args() -> Option<(u64, Args)> {
 }
 
 /// Copy `n` user bytes from `from` to `base + off`, clamped so the verifier sees the bounds.
+/// Both go through a volatile read first: the compiler drops a clamp where it proved the value
+/// small by comparing two variables (the iovec loop), and verifiers before 6.7 learn no bounds
+/// from such comparisons ("R1 min value is negative" on 6.1).
 #[inline(always)]
 unsafe fn copy_user(base: *mut u8, off: usize, from: u64, n: usize) -> bool {
-    let off = off & (MAX_CAPTURE - 1);
+    let off = core::ptr::read_volatile(&off) & (MAX_CAPTURE - 1);
+    let n = core::ptr::read_volatile(&n);
     let n = if n > MAX_CAPTURE { MAX_CAPTURE } else { n };
     let r = generated::bpf_probe_read_user(base.add(off).cast(), n as u32, from as *const _);
     if r != 0 {
