@@ -14,7 +14,7 @@ use aya::{
 };
 use tracer_common::{inject::SockKey, names};
 
-use super::LoadError;
+use super::{LoadError, Refused};
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, LoadError>
 where
@@ -42,10 +42,37 @@ pub fn cgroup2_root(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
-/// Load and attach the injection programs.
-pub fn attach(ebpf: &mut Ebpf, cgroups: &[PathBuf]) -> Result<(), LoadError> {
+/// The outcome of loading (verifying) program `name`. A refusal by the verifier is returned
+/// apart: the kernel lacks something injection needs, and tracing goes on without it.
+fn loaded(
+    name: &str,
+    r: Result<(), aya::programs::ProgramError>,
+) -> Result<Result<(), Refused>, LoadError> {
+    match r {
+        Ok(()) => Ok(Ok(())),
+        Err(e) => match Refused::from_program_error(name, &e) {
+            Some(refused) => Ok(Err(refused)),
+            None => Err(inject_error(name, e)),
+        },
+    }
+}
+
+/// Load and attach the injection programs. All three are loaded before any is attached, so
+/// a kernel that refuses one (a helper it lacks) gets none: `Ok(Err(refusal))`.
+pub fn attach(ebpf: &mut Ebpf, cgroups: &[PathBuf]) -> Result<Result<(), Refused>, LoadError> {
+    let head = program::<TracePoint>(ebpf, names::PROG_HEAD)?.load();
+    if let Err(r) = loaded(names::PROG_HEAD, head)? {
+        return Ok(Err(r));
+    }
+    let msg = program::<SkMsg>(ebpf, names::PROG_SK_MSG)?.load();
+    if let Err(r) = loaded(names::PROG_SK_MSG, msg)? {
+        return Ok(Err(r));
+    }
+    let ops = program::<SockOps>(ebpf, names::PROG_SOCK_OPS)?.load();
+    if let Err(r) = loaded(names::PROG_SOCK_OPS, ops)? {
+        return Ok(Err(r));
+    }
     let head = program::<TracePoint>(ebpf, names::PROG_HEAD)?;
-    head.load().map_err(|e| inject_error(names::PROG_HEAD, e))?;
     let head_fd = head
         .fd()
         .and_then(|fd| fd.try_clone().map_err(Into::into))
@@ -71,8 +98,6 @@ pub fn attach(ebpf: &mut Ebpf, cgroups: &[PathBuf]) -> Result<(), LoadError> {
             .map_err(|e| inject_error(names::MAP_SOCKS, e))?
     };
     let msg = program::<SkMsg>(ebpf, names::PROG_SK_MSG)?;
-    msg.load()
-        .map_err(|e| inject_error(names::PROG_SK_MSG, e))?;
     msg.attach(&socks_fd)
         .map_err(|e| inject_error(names::PROG_SK_MSG, e))?;
 
@@ -88,8 +113,6 @@ pub fn attach(ebpf: &mut Ebpf, cgroups: &[PathBuf]) -> Result<(), LoadError> {
         cgroups.to_vec()
     };
     let ops = program::<SockOps>(ebpf, names::PROG_SOCK_OPS)?;
-    ops.load()
-        .map_err(|e| inject_error(names::PROG_SOCK_OPS, e))?;
     for dir in &targets {
         let f = File::open(dir).map_err(|e| inject_error(&dir.display().to_string(), e))?;
         // A link (what aya makes here) coexists with other programs whatever the mode, and the
@@ -105,7 +128,7 @@ pub fn attach(ebpf: &mut Ebpf, cgroups: &[PathBuf]) -> Result<(), LoadError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(())
+    Ok(Ok(()))
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub enum LoadError {
     Load(#[source] Box<aya::EbpfError>),
     #[error("the eBPF object lacks `{0}`")]
     Missing(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
     #[error("attaching {program} to syscalls:{tracepoint} failed: {source} (the kernel needs syscall tracepoints: CONFIG_FTRACE_SYSCALLS)")]
     Attach {
         program: String,
@@ -53,6 +55,46 @@ pub enum LoadError {
     CaptureBytes(u32),
     #[error("--exe `{0}` is longer than the kernel's 15-character process name; give its first 15 characters")]
     CommTooLong(String),
+}
+
+/// A program the kernel's verifier refused, with its reason in one line (the whole log is
+/// logged at debug level: it can be thousands of lines).
+#[derive(Debug, Error)]
+#[error("the kernel refused the eBPF program {program}: {reason} ({errno}; `--log debug` prints the verifier's whole log)")]
+pub struct Refused {
+    pub program: String,
+    pub reason: String,
+    pub errno: String,
+}
+
+impl Refused {
+    /// The refusal in `e`, if loading failed in the verifier (or the load syscall).
+    pub fn from_program_error(program: &str, e: &aya::programs::ProgramError) -> Option<Self> {
+        let aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } = e
+        else {
+            return None;
+        };
+        let log = verifier_log.to_string();
+        tracing::debug!("verifier log of {program}:\n{log}");
+        Some(Self {
+            program: program.into(),
+            reason: verifier_reason(&log).unwrap_or("no verifier log").into(),
+            errno: io_error.to_string(),
+        })
+    }
+}
+
+/// The verifier's reason in its log: the last line before its closing statistics.
+fn verifier_reason(log: &str) -> Option<&str> {
+    log.lines().map(str::trim).rev().find(|l| {
+        !l.is_empty()
+            && !l.starts_with("verification time")
+            && !l.starts_with("stack depth")
+            && !l.starts_with("processed ")
+    })
 }
 
 /// What the kernel programs should trace.
@@ -210,13 +252,20 @@ impl Probes {
                     source: Box::new(source),
                 })?;
             // A program serving several tracepoints is loaded (verified) once.
-            let loaded = if prog.fd().is_ok() {
-                Ok(())
-            } else {
-                prog.load()
-            };
-            let link = loaded
-                .and_then(|()| prog.attach("syscalls", tracepoint))
+            if prog.fd().is_err() {
+                prog.load().map_err(|source| {
+                    match Refused::from_program_error(program, &source) {
+                        Some(r) => LoadError::Refused(r),
+                        None => LoadError::Attach {
+                            program: (*program).into(),
+                            tracepoint: (*tracepoint).into(),
+                            source: Box::new(source),
+                        },
+                    }
+                })?;
+            }
+            let link = prog
+                .attach("syscalls", tracepoint)
                 .map_err(|source| LoadError::Attach {
                     program: (*program).into(),
                     tracepoint: (*tracepoint).into(),
@@ -225,7 +274,11 @@ impl Probes {
             links.push((*program, link));
         }
         if cfg.inject {
-            inject::attach(&mut ebpf, &cfg.cgroup_dirs)?;
+            if let Err(r) = inject::attach(&mut ebpf, &cfg.cgroup_dirs)? {
+                tracing::warn!(
+                    "context injection is not available on this kernel, tracing continues without it: {r}"
+                );
+            }
         }
         let mut probes = Self { ebpf, links };
         probes.seed_inflight_reads()?;
@@ -346,4 +399,26 @@ fn fill<K: aya::Pod>(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verifier_reason_is_the_line_before_the_statistics() {
+        let log = "0: R1=ctx(off=0,imm=0) R10=fp0\n825: (85) call bpf_probe_read_user#112\n\
+                   R1 min value is negative, either use unsigned index\n\
+                   verification time 1472767 usec\nstack depth 392+0\n\
+                   processed 26947 insns (limit 1000000) max_states_per_insn 10\n";
+        assert_eq!(
+            verifier_reason(log),
+            Some("R1 min value is negative, either use unsigned index")
+        );
+        assert_eq!(
+            verifier_reason("4: (85) call bpf_get_current_pid_tgid#14\nunknown func bpf_get_current_pid_tgid#14\nverification time 861 usec\n"),
+            Some("unknown func bpf_get_current_pid_tgid#14")
+        );
+        assert_eq!(verifier_reason(""), None);
+    }
 }
