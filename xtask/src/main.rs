@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | run | test | bench`. Each installs what it needs itself, so a
+//! Developer tasks: `cargo xtask setup | run | test | vm-test | bench`. Each installs what it needs itself, so a
 //! fresh machine needs nothing but rustup and cargo.
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -29,12 +30,16 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run every test: unit, parser, and the real-program integration tests.
+    /// Set up, then run every test: unit, parser, the real-program integration tests, and
+    /// `vm-test` (the same scenarios on Debian 12's kernel, under qemu).
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot another kernel (default: Debian 12's 6.1) under qemu with the release agent and run
+    /// the scenarios there: the programs load and attach, and the expected spans come out.
+    VmTest(vm::VmArgs),
     /// Measure what tracing costs (overhead and capacity, side by side); see BENCHMARKS.md.
     /// Installs its peers, builds the agent variants, needs root.
     Bench(bench::BenchArgs),
@@ -75,11 +80,23 @@ fn main() -> Result<()> {
             run(cargo().args(["build", "-p", "tracer"]))?;
             // Bench and fuzz code is built (not run) so it cannot rot.
             run(cargo().args(["build", "--benches", "-p", "tracer"]))?;
-            // Every test binary runs, so one failure does not hide the others.
-            run(cargo()
+            // Every test binary runs, and the VM too, so one failure does not hide the others.
+            let tests = run(cargo()
                 .args(["test", "--workspace", "--no-fail-fast"])
-                .args(args))?;
+                .args(args));
+            let vm = vm::main(vm::VmArgs {
+                kernel: None,
+                agent: None,
+                timeout: 900,
+            });
+            match (tests, vm) {
+                (Ok(()), Ok(())) => {}
+                (Err(t), Ok(())) => return Err(t),
+                (Ok(()), Err(v)) => return Err(v),
+                (Err(t), Err(v)) => bail!("{t:#}; and {v:#}"),
+            }
         }
+        Cmd::VmTest(args) => vm::main(args)?,
         Cmd::Bench(args) => bench::main(args)?,
     }
     Ok(())
