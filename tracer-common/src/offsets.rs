@@ -26,8 +26,12 @@ pub struct Offsets {
     pub skc_net: u32,
     /// `net.ns.inum`, the namespace's inode number; [`Offsets::ABSENT`] as `skc_net`.
     pub net_ns_inum: u32,
+    /// `task_struct.tgid` and `.comm`: the process of a program type without the current-task
+    /// helpers (6.1's sock_ops), read from `bpf_get_current_task()`.
+    pub task_tgid: u32,
+    pub task_comm: u32,
 }
-crate::assert_size!(Offsets, 76);
+crate::assert_size!(Offsets, 84);
 
 impl Offsets {
     pub const ABSENT: u32 = u32::MAX;

@@ -129,6 +129,23 @@ pub unsafe fn sock_info(sk: *const u8) -> Result<SockInfo, i64> {
 /// Whether the current process passes the pid / comm / cgroup filters.
 #[inline(always)]
 pub fn process_allowed(tgid: u32) -> bool {
+    passes_filters(
+        tgid,
+        || bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: helper without arguments.
+        || Some(unsafe { bpf_get_current_cgroup_id() }),
+    )
+}
+
+/// Whether process `tgid`, named `comm()`, in cgroup `cgroup()`, passes the filters; each is
+/// asked only when a filter needs it. `cgroup()` is None for programs attached to the filter's
+/// cgroups only.
+#[inline(always)]
+pub fn passes_filters(
+    tgid: u32,
+    comm: impl FnOnce() -> [u8; 16],
+    cgroup: impl FnOnce() -> Option<u64>,
+) -> bool {
     let cfg = CONFIG.load();
     if tgid == cfg.self_tgid {
         return false;
@@ -141,18 +158,18 @@ pub fn process_allowed(tgid: u32) -> bool {
         }
     }
     if f & filter::COMM != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let comm = comm();
         // SAFETY: as above.
         if unsafe { FILTER_COMMS.get(&comm) }.is_none() {
             return false;
         }
     }
     if f & filter::CGROUP != 0 {
-        // SAFETY: helper without arguments.
-        let cg = unsafe { bpf_get_current_cgroup_id() };
-        // SAFETY: as above.
-        if unsafe { FILTER_CGROUPS.get(&cg) }.is_none() {
-            return false;
+        if let Some(cg) = cgroup() {
+            // SAFETY: as above.
+            if unsafe { FILTER_CGROUPS.get(&cg) }.is_none() {
+                return false;
+            }
         }
     }
     true

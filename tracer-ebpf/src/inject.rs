@@ -15,7 +15,8 @@ use core::ptr::{addr_of, read_volatile};
 use aya_ebpf::{
     bindings::{sk_action::SK_DROP, sk_action::SK_PASS, BPF_ANY},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_netns_cookie, bpf_get_prandom_u32,
+        bpf_ktime_get_ns,
         generated::{
             bpf_msg_pop_data, bpf_msg_pull_data, bpf_msg_push_data, bpf_probe_read_kernel,
         },
@@ -34,10 +35,10 @@ use tracer_common::{
 };
 
 use crate::{
-    conn::process_allowed,
+    conn::passes_filters,
     maps::{
-        count, CONNS, CONN_READER, INJECTED, MSG_SCRATCH, PENDING_SOCKS, PROC_MODEL, SCRATCH,
-        SOCKS, SOCK_STATE, THREAD_CTX,
+        count, CONNS, CONN_READER, INJECTED, MSG_SCRATCH, OFFSETS, PENDING_SOCKS, PROC_MODEL,
+        SCRATCH, SOCKS, SOCK_STATE, THREAD_CTX,
     },
     scan,
 };
@@ -303,6 +304,29 @@ fn ops_key(ctx: &SockOpsContext) -> Option<SockKey> {
     Some(key)
 }
 
+/// Whether the current (connecting) process passes the filters. Its tgid and name are read from
+/// its task: older kernels give sock_ops programs no pid / comm / cgroup helpers (6.1 refuses
+/// `bpf_get_current_pid_tgid` there). The cgroup filter needs no check: with it, this program is
+/// attached to the filter's cgroups only.
+#[inline(always)]
+fn connecting_process_allowed() -> bool {
+    use aya_ebpf::helpers::bpf_probe_read_kernel as read;
+    let o = OFFSETS.load();
+    // SAFETY: helper without arguments; the task is only read through bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: as above.
+    let Ok(tgid) = (unsafe { read(task.add(o.task_tgid as usize) as *const i32) }) else {
+        count(stats::READ_KERNEL_ERRORS);
+        return false;
+    };
+    passes_filters(
+        tgid as u32,
+        // SAFETY: as above.
+        || unsafe { read(task.add(o.task_comm as usize) as *const [u8; 16]) }.unwrap_or([0; 16]),
+        || None,
+    )
+}
+
 /// Cgroup sock_ops: a traced process's connect marks its socket; once established the socket
 /// joins `SOCKS`, at a request boundary.
 #[sock_ops]
@@ -310,8 +334,7 @@ pub fn inject_sock_ops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
         // tcp_connect(): runs in the connecting thread.
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
-            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            if process_allowed(tgid) {
+            if connecting_process_allowed() {
                 if let Some(key) = ops_key(&ctx) {
                     let _ = PENDING_SOCKS.insert(&key, &1, 0);
                 }

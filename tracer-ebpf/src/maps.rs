@@ -105,6 +105,8 @@ pub static OFFSETS: Global<Offsets> = Global::new(Offsets {
     sk_protocol: Offsets::ABSENT,
     skc_net: Offsets::ABSENT,
     net_ns_inum: Offsets::ABSENT,
+    task_tgid: 0,
+    task_comm: 0,
 });
 
 /// Add one to a counter.

@@ -165,6 +165,8 @@ pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
             skc_net
         },
         net_ns_inum,
+        task_tgid: off("task_struct", "tgid")?,
+        task_comm: off("task_struct", "comm")?,
     })
 }
 

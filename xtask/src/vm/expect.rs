@@ -107,7 +107,7 @@ pub const RUNS: &[Run] = &[
     Run {
         name: "inject",
         exchanges: &[get("/inject/a.txt", 77, "127.0.0.1", "injected")],
-        // 6.1's sock_ops programs cannot call bpf_get_current_pid_tgid.
+        // A kernel that refuses an injection program: the agent traces without injection.
         degraded: Some(Degraded {
             says: "context injection is not available on this kernel",
             link: "connection",

@@ -88,7 +88,7 @@ pub fn main(args: VmArgs) -> Result<()> {
     let started = Instant::now();
     let mut results = Results::new();
     let host = host_run(&agent, Duration::from_secs(args.timeout));
-    // Injection works here: no degradation accepted.
+    // Injection works here: no degradation accepted (in the VM it is, with the agent's reason).
     results.extend(checked("this kernel", host, false));
     let host_secs = started.elapsed().as_secs_f64();
 
