@@ -25,7 +25,10 @@
 //!   a silent placeholder so that later responses still pair with the right requests.
 //! - A response that is abandoned (desync, loss, oversize head) consumes the oldest pending
 //!   request without an exchange: its answer is gone, and keeping it would shift every later
-//!   pairing by one.
+//!   pairing by one. If other requests were waiting too (pipelining), the lost bytes may hold
+//!   their responses as well, in a number that cannot be known: the connection then stops being
+//!   parsed (`Unpaired`) rather than pair later responses with the wrong requests. The same
+//!   holds for response bytes skipped while resyncing that may hold a response start.
 //! - Pending requests keep their heads within [`MAX_PENDING`] requests and
 //!   [`MAX_PENDING_BYTES`] of head text per connection. A request beyond that is kept as a
 //!   placeholder (its framing flags only; runs of them are one entry) and `TooManyPending` is
@@ -1201,19 +1204,25 @@ impl Http1Conn {
                 kind: Some(Kind::Response),
                 ..
             }) => {
+                out.errors.push(err);
                 if self.response_dir() == Some(dir) {
                     self.drop_front();
+                    if self.lose_pairing_if_waiting(out) {
+                        return;
+                    }
                 }
-                out.errors.push(err);
             }
             State::Body {
                 owner: Owner::Response(r),
                 ..
             } => {
+                out.errors.push(err);
                 if self.answers_front(&r) {
                     self.drop_front();
+                    if self.lose_pairing_if_waiting(out) {
+                        return;
+                    }
                 }
-                out.errors.push(err);
             }
             State::Body {
                 owner: Owner::Request(seq),
@@ -1228,6 +1237,19 @@ impl Http1Conn {
             State::Idle | State::Head(_) => out.errors.push(err),
         }
         self.put_state(dir, State::Resync);
+    }
+
+    /// The response stream lost bytes that may hold responses (a response was cut short, or a
+    /// resync skips bytes): if requests are waiting, how many of their responses went with
+    /// those bytes cannot be known, and pairing any later response would be a guess. Then the
+    /// connection is no longer parsed (reported once); returns whether that happened.
+    fn lose_pairing_if_waiting(&mut self, out: &mut ParseOutput) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        out.errors.push(ParseError::Unpaired);
+        self.go_opaque();
+        true
     }
 
     /// Whether `r` answers the oldest pending request (not an orphan, not an evicted one).
@@ -1299,6 +1321,14 @@ impl Http1Conn {
         match self.take_state(seg.dir) {
             State::Resync => {
                 self.put_state(seg.dir, State::Resync);
+                // A response starting inside a skipped segment would be lost.
+                let hidden_response = self.response_dir() == Some(seg.dir)
+                    && bytes
+                        .windows(RESPONSE_PREFIX.len())
+                        .any(|w| w == RESPONSE_PREFIX);
+                if hidden_response {
+                    self.lose_pairing_if_waiting(out);
+                }
                 bytes.len()
             }
             State::Idle => {
@@ -1529,6 +1559,8 @@ impl Http1Conn {
             }
             self.complete_response(progress, out);
             self.put_state(seg.dir, after);
+            // The uncaptured rest may hold the responses of requests still waiting.
+            self.lose_pairing_if_waiting(out);
             return;
         }
         match framing {
@@ -1634,6 +1666,9 @@ impl Http1Conn {
             match self.take_state(seg.dir) {
                 State::Resync => {
                     self.put_state(seg.dir, State::Resync);
+                    if self.response_dir() == Some(seg.dir) {
+                        self.lose_pairing_if_waiting(out);
+                    }
                     return;
                 }
                 State::Body {
@@ -1656,11 +1691,16 @@ impl Http1Conn {
                 },
                 State::Idle => {
                     // Unseen bytes where a message starts: in the response direction that is a
-                    // response we cannot read, so its request goes with it.
-                    if self.response_dir() == Some(seg.dir) {
+                    // response we cannot read, so its request goes with it (and any others
+                    // waiting may have theirs in those bytes too).
+                    let responses = self.response_dir() == Some(seg.dir);
+                    if responses {
                         self.drop_front();
                     }
                     self.fail(seg.dir, State::Idle, ParseError::Desync, out);
+                    if responses {
+                        self.lose_pairing_if_waiting(out);
+                    }
                     return;
                 }
                 State::Head(acc) => {
@@ -2216,27 +2256,6 @@ mod tests {
     }
 
     #[test]
-    fn missing_bytes_over_a_chunk_size_line_desync_the_response() {
-        let mut c = Conn::new(Role::Server);
-        c.feed(Ingress, &get("/1"));
-        c.feed(Ingress, &get("/2"));
-        c.feed_with(
-            Egress,
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123",
-            100,
-            false,
-        );
-        assert_eq!(c.errors(), vec![ParseError::Desync]);
-        // The rest of that response is skipped; the next response answers /2, not /1.
-        c.feed(Egress, b"0\r\n\r\n");
-        c.feed(Egress, &ok_len(202, ""));
-        let x = c.exchanges();
-        assert_eq!(paths(&x), ["/2"]);
-        assert_eq!(statuses(&x), [202]);
-        assert_eq!(c.errors(), vec![]);
-    }
-
-    #[test]
     fn invalid_chunk_size_drops_the_request_but_keeps_pairing() {
         let mut c = Conn::new(Role::Server);
         c.feed(
@@ -2349,19 +2368,6 @@ mod tests {
         assert_eq!(c.errors(), vec![ParseError::Desync]);
         c.feed(Egress, &ok_len(200, ""));
         assert_eq!(paths(&c.exchanges()), ["/x"]);
-    }
-
-    #[test]
-    fn lost_before_in_a_response_body_drops_that_exchange() {
-        let mut c = Conn::new(Role::Server);
-        c.feed(Ingress, &get("/1"));
-        c.feed(Ingress, &get("/2"));
-        c.feed(Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n012");
-        c.feed_with(Egress, &ok_len(202, ""), 0, true);
-        assert_eq!(c.errors(), vec![ParseError::Desync]);
-        let x = c.exchanges();
-        assert_eq!(paths(&x), ["/2"]);
-        assert_eq!(statuses(&x), [202]);
     }
 
     #[test]
@@ -3239,12 +3245,12 @@ mod tests {
     ) {
         let mut c = Conn::new(Role::Client);
         c.feed(Egress, &get("/1"));
-        c.feed(Egress, &get("/2"));
         let mut head = start.as_bytes().to_vec();
         head.extend(std::iter::repeat_n(b'x', 4096 - head.len()));
         // The rest of the head and the body were not captured, and come in later reads too.
         c.feed_with(Ingress, &head, 3000, false);
         c.feed(Ingress, b"xxxxxxxxxxxxxxxxxxxx\r\n\r\nhello");
+        c.feed(Egress, &get("/2"));
         c.feed(Ingress, &ok_len(202, ""));
         let x = c.exchanges();
         assert_eq!(c.errors(), vec![]);
@@ -3254,8 +3260,78 @@ mod tests {
             x.iter()
                 .map(|x| (x.truncated, x.response_body_size, x.end_ns))
                 .collect::<Vec<_>>(),
-            [(true, body, exit(3)), (false, 0, exit(5))]
+            [(true, body, exit(2)), (false, 0, exit(5))]
         );
+    }
+
+    /// Ways a server's response bytes get lost while the oldest request waits for them.
+    fn chunk_size_line_not_captured(c: &mut Conn) {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123";
+        c.feed_with(Egress, chunked, 100, false);
+        c.feed(Egress, b"0\r\n\r\n");
+    }
+    fn ring_buffer_loss_in_a_body(c: &mut Conn) {
+        c.feed(Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n012");
+        c.feed_with(Egress, b"789", 0, true);
+    }
+    fn response_start_not_captured(c: &mut Conn) {
+        c.feed_with(Egress, b"", 300, false);
+    }
+    fn head_larger_than_the_capture(c: &mut Conn) {
+        let mut head = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'x', 4000));
+        c.feed_with(Egress, &head, 3000, false);
+    }
+    fn garbage_then_a_response_inside_a_skipped_segment(c: &mut Conn) {
+        c.feed(Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokXX");
+        c.feed(
+            Egress,
+            b"more garbage HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        );
+    }
+
+    /// With one request waiting, losing its response drops that exchange and pairing goes on.
+    /// With more waiting, the lost bytes may hold their responses too, in a number that cannot
+    /// be known: the connection stops being parsed instead of pairing answers with the wrong
+    /// requests.
+    #[rstest]
+    #[case::chunk_size_line(chunk_size_line_not_captured as fn(&mut Conn), &[ParseError::Desync], &[])]
+    #[case::ring_buffer_loss(ring_buffer_loss_in_a_body as fn(&mut Conn), &[ParseError::Desync], &[])]
+    #[case::response_start(response_start_not_captured as fn(&mut Conn), &[ParseError::Desync], &[])]
+    // A truncated head still answers the oldest request.
+    #[case::truncated_head(head_larger_than_the_capture as fn(&mut Conn), &[], &[true])]
+    #[case::skipped_segment(
+        garbage_then_a_response_inside_a_skipped_segment as fn(&mut Conn),
+        &[ParseError::Garbage],
+        &[false]
+    )]
+    fn lost_responses_never_shift_pairing(
+        #[case] incident: fn(&mut Conn),
+        #[case] errors_alone: &[ParseError],
+        #[case] answered_truncated: &[bool],
+        #[values(1, 2, 10)] waiting: usize,
+    ) {
+        let mut c = Conn::new(Role::Server);
+        for i in 0..waiting {
+            c.feed(Ingress, &get(&format!("/{i}")));
+        }
+        incident(&mut c);
+        let errors = c.errors();
+        let early: Vec<_> = c.exchanges().iter().map(|x| x.truncated).collect();
+        assert_eq!(early, answered_truncated);
+        c.feed(Ingress, &get("/next"));
+        c.feed(Egress, &ok_len(202, ""));
+        let x = c.exchanges();
+        if waiting == 1 {
+            assert_eq!(errors, errors_alone);
+            assert_eq!((paths(&x), statuses(&x)), (vec!["/next"], vec![202]));
+        } else {
+            assert_eq!(errors.last(), Some(&ParseError::Unpaired), "{errors:?}");
+            assert_eq!(x, vec![]);
+            c.close(u64::MAX);
+            assert_eq!(c.exchanges(), vec![]);
+        }
+        assert!(!c.parser.has_pending());
     }
 
     #[test]
