@@ -175,6 +175,9 @@ impl PyHttpServer {
 /// - `GET /nocontent`: 204.
 /// - `GET /split`: 200, the head in 9-byte writes, a 10-byte body.
 /// - anything else: 200 with the body `echo\n` (Content-Length).
+/// - `PROPFIND`, `PURGE`, `REPORT`, `QUERY` (methods outside the usual nine): reads
+///   `Content-Length` bytes, answers `PROPFIND` with 207 and the others with 200, the body
+///   `METHOD N\n` (N: request body bytes).
 pub const SCRIPT: &str = r#"
 import http.server, sys, time
 
@@ -246,6 +249,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def answer_other_method(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        got = len(self.rfile.read(n)) if n else 0
+        body = b"%s %d\n" % (self.command.encode(), got)
+        self.send_response(207 if self.command == "PROPFIND" else 200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_PROPFIND = do_PURGE = do_REPORT = do_QUERY = answer_other_method
+
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
 print("LISTENING port %d" % server.server_address[1], flush=True)
@@ -273,6 +288,41 @@ n = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(
 while len(body) < n:
     body += s.recv(65536)
 print("status %s len %d local %d" % (head.split()[1].decode(), len(body), s.getsockname()[1]), flush=True)
+s.close()
+"#;
+
+/// A python client on a raw socket to 127.0.0.1:PORT that runs STEPS (JSON, argument 2): each
+/// step sends its `send` strings, one `sendall` each (pipelining when a step sends several
+/// requests), then reads `read` responses (Content-Length bodies) and prints `status S len N`
+/// for each; at the end it prints `local P`. Arguments: PORT STEPS [RECV] (bytes asked of each
+/// `recv`, 65536 by default).
+pub const RAW_CLIENT: &str = r#"
+import json, socket, sys
+port, steps = int(sys.argv[1]), json.loads(sys.argv[2])
+recv_size = int(sys.argv[3]) if len(sys.argv) > 3 else 65536
+s = socket.create_connection(("127.0.0.1", port))
+buf = b""
+def fill():
+    global buf
+    data = s.recv(recv_size)
+    if not data:
+        sys.exit("connection closed; got so far: %r" % buf)
+    buf += data
+for step in steps:
+    for text in step["send"]:
+        s.sendall(text.encode("latin-1"))
+    for _ in range(step["read"]):
+        while b"\r\n\r\n" not in buf:
+            fill()
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        n = [int(l.split(b":")[1]) for l in lines if l.lower().startswith(b"content-length:")][0]
+        while len(rest) < n:
+            fill()
+            head, rest = buf.split(b"\r\n\r\n", 1)
+        buf = rest[n:]
+        print("status %s len %d" % (lines[0].split()[1].decode(), n), flush=True)
+print("local %d" % s.getsockname()[1], flush=True)
 s.close()
 "#;
 
@@ -353,8 +403,13 @@ const NETNS_PORT: u16 = 8080;
 impl Nginx {
     /// On 127.0.0.1 (a free port), proxying to 127.0.0.1:`upstream` when given.
     pub fn start(www: &Path, upstream: Option<u16>) -> Self {
+        Self::start_with(www, upstream, "")
+    }
+
+    /// `start`, with `http_conf` added to its `http` block (e.g. larger header buffers).
+    pub fn start_with(www: &Path, upstream: Option<u16>, http_conf: &str) -> Self {
         let up = upstream.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-        Self::launch(www, up, None)
+        Self::launch(www, up, None, http_conf)
     }
 
     /// Inside network namespace `label` of `ns`, listening on `addr`:8080, proxying to `upstream`.
@@ -365,13 +420,14 @@ impl Nginx {
         www: &Path,
         upstream: SocketAddr,
     ) -> Self {
-        Self::launch(www, Some(upstream), Some((ns, label, addr)))
+        Self::launch(www, Some(upstream), Some((ns, label, addr)), "")
     }
 
     fn launch(
         www: &Path,
         upstream: Option<SocketAddr>,
         netns: Option<(&Namespaces, &str, IpAddr)>,
+        http_conf: &str,
     ) -> Self {
         let bin = which("nginx");
         let mut last_log = String::new();
@@ -407,6 +463,7 @@ pid {d}/nginx.pid;
 events {{ worker_connections 128; }}
 http {{
     access_log off;
+    {http_conf}
     default_type application/octet-stream;
     client_body_temp_path {d}/tmp/body;
     proxy_temp_path {d}/tmp/proxy;

@@ -2,14 +2,15 @@
 //! trace as a child of the span that sent it (`tracer.link` = `header`), and so does the client
 //! span of the request that carries it. From an application instrumented with the OpenTelemetry
 //! Python SDK (W3C `traceparent`), and from curl sending each format by hand: W3C, B3 single and
-//! multi-header, Jaeger `uber-trace-id`, Datadog.
+//! multi-header, Jaeger `uber-trace-id`, Datadog. A proxy that forwards the context it received
+//! unchanged (nginx) makes its outgoing span a child of its server span, not a sibling.
 
 use std::time::Duration;
 
 use tracer_tests::{
     pyapp::{gated_client, OTEL_CLIENT},
     trace::{describe, TraceIds},
-    Agent, Curl, Expect, Peer, PyScript, TempDir,
+    Agent, Curl, Expect, Nginx, Peer, PyScript, TempDir,
 };
 
 /// A span of `GET path` in trace `trace`, child of span `parent` by header.
@@ -149,4 +150,59 @@ fn headers_sent_by_curl() {
         ));
     }
     agent.expect_exact(&expected);
+}
+
+/// curl sends a `traceparent` to nginx, which proxies to python and forwards the header as it
+/// came (nginx's default). nginx's client span carries exactly the context its server span
+/// received, so it is that server span's child (`thread`), in the same trace; the other spans
+/// join the trace by header.
+#[test]
+fn context_forwarded_unchanged_by_nginx() {
+    const T: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const S: &str = "00f067aa0ba902b7";
+    let py = PyScript::start();
+    let www = TempDir::new("nginx-www");
+    let nginx = Nginx::start(www.path(), Some(py.port));
+    let traceparent = format!("traceparent: 00-{T}-{S}-01");
+    let curl = Curl::new(&["-H", &traceparent], &[nginx.url("/proxy/forwarded")]);
+    let curl_pid = curl.pid();
+    let mut pids = nginx.pids();
+    pids.extend([curl_pid, py.pid()]);
+    let agent = Agent::json(&pids, &[]);
+    let t = curl.run()[0];
+    assert_eq!(t.code, 200, "nginx error log:\n{}", nginx.error_log());
+    let spans = agent.expect_exact(&[
+        in_trace(
+            Peer::curl(curl_pid).client("GET", "/proxy/forwarded", nginx.port),
+            "/proxy/forwarded",
+            T,
+            S,
+        ),
+        in_trace(
+            nginx
+                .peer()
+                .server("GET", "/proxy/forwarded", nginx.port, Some(t.local_port)),
+            "/proxy/forwarded",
+            T,
+            S,
+        ),
+        nginx
+            .peer()
+            .client("GET", "/forwarded", py.port)
+            .status(200)
+            .top("trace_id", T)
+            .top("tracer.link", "thread"),
+        in_trace(
+            py.peer().server("GET", "/forwarded", py.port, None),
+            "/forwarded",
+            T,
+            S,
+        ),
+    ]);
+    assert_eq!(
+        spans[2].parent_id(),
+        Some(spans[1].span_id()),
+        "nginx's client span is a child of its server span\n{}",
+        describe(&spans)
+    );
 }

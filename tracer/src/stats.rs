@@ -53,6 +53,8 @@ pub struct Stats {
     pub conns_active: Gauge,
     /// Requests reported without a response (timeout or close).
     pub requests_unanswered: Counter,
+    /// Exchanges reported with a head not wholly seen (`tracer.truncated`).
+    pub exchanges_truncated: Counter,
     /// Spans released without their expected parent (it never came within the hold bound).
     pub link_timeouts: Gauge,
     /// Kernel counters (ring-buffer losses...), refreshed periodically, by `tracer_common::stats` id.

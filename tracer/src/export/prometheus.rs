@@ -233,6 +233,12 @@ impl Collector for AgentCollector {
         )?;
         counter(
             &mut enc,
+            "tracer_exchanges_truncated",
+            "Exchanges reported from a head larger than what was captured or kept.",
+            s.exchanges_truncated.get(),
+        )?;
+        counter(
+            &mut enc,
             "tracer_connections_expired",
             "Connections forgotten after idling.",
             s.conns_expired_idle.get(),

@@ -92,6 +92,9 @@ impl Sink {
             if matches!(ex.outcome, Outcome::Timeout | Outcome::Closed) {
                 self.stats.requests_unanswered.inc();
             }
+            if ex.truncated {
+                self.stats.exchanges_truncated.inc();
+            }
             let (thread_parent, conn_parent, thread_shared) = match ex.role {
                 Role::Client => (conn.thread_parents.pop_front().flatten(), None, false),
                 _ => (

@@ -5,7 +5,10 @@
 //!   at the other end of the same TCP connection, request for request;
 //! - `thread`: a client span whose request started while its thread was serving exactly one
 //!   request: that server span, provided that thread served it alone from request to answer
-//!   and the process is not one that moves requests between threads (see `threads`);
+//!   and the process is not one that moves requests between threads (see `threads`). This
+//!   holds too for a client request that carries exactly the context its server request
+//!   received (a proxy forwarding `traceparent` unchanged): that context names the server
+//!   span's parent, so taken as a header it would make the two spans siblings;
 //! - `injected`: a server span whose request carried a traceparent this tracer inserted (the
 //!   client span at the other end has the span id the header names);
 //! - `root`: none of these (or the expected parent never came within the hold bound).
@@ -28,7 +31,7 @@ use tokio::sync::mpsc;
 use super::SpanRef;
 use crate::{
     clock::Clock,
-    context,
+    context::{self, RemoteContext},
     span::{ExchangeKey, KernelIds, LinkKind, SpanRecord, ThreadUse},
 };
 
@@ -38,6 +41,9 @@ const TOLERANCE_NS: u64 = 1_000_000;
 struct Waiting {
     span: SpanRecord,
     link: LinkKind,
+    /// A client span forwarding a context: linked by thread only if its parent received
+    /// exactly this context, else by the header.
+    forwarded: Option<RemoteContext>,
 }
 
 #[derive(Default)]
@@ -49,6 +55,8 @@ struct Node {
     interval: Option<(u64, u64)>,
     /// Whether the span's thread served it alone (a server span may be a thread parent).
     own_thread: bool,
+    /// The context the exchange's request carried, once its span is linked.
+    received: Option<RemoteContext>,
     waiters: Vec<Waiting>,
 }
 
@@ -106,7 +114,7 @@ impl<R: Rng> Linker<R> {
             };
             if let Some((_, evicted)) = self.nodes.push(key, node) {
                 for w in evicted.waiters {
-                    self.release_as_root(w.span, out);
+                    self.release(w, out);
                 }
             }
         }
@@ -125,8 +133,14 @@ impl<R: Rng> Linker<R> {
             self.node(span.exchange, out).span_id = span_id;
             return self.link_injected(span, trace_id, now, out);
         }
-        span.span_id = self.node(span.exchange, out).span_id;
-        if let Some(ctx) = context::extract(&span.context_headers) {
+        let received = context::extract(&span.context_headers);
+        let node = self.node(span.exchange, out);
+        span.span_id = node.span_id;
+        node.received = received;
+        if let Some(ctx) = received {
+            if let (Some(pkey), None) = (span.thread_parent, span.conn_parent) {
+                return self.link_forwarded(span, ctx, pkey, now, out);
+            }
             span.parent_span_id = Some(ctx.span_id);
             let link = if span.via_injected {
                 LinkKind::Injected
@@ -153,7 +167,46 @@ impl<R: Rng> Linker<R> {
             }
             (Some(_), _) => self.release_as_root(span, out),
             (None, _) => {
-                pnode.waiters.push(Waiting { span, link });
+                pnode.waiters.push(Waiting {
+                    span,
+                    link,
+                    forwarded: None,
+                });
+                self.deadlines
+                    .push_back((now.saturating_add(self.hold_ns), pkey));
+            }
+        }
+    }
+
+    /// A client span that carries context `ctx` and has a thread parent: a child of that
+    /// server span (by thread) if the server request received exactly `ctx` (forwarded
+    /// unchanged), else linked by its header.
+    fn link_forwarded(
+        &mut self,
+        mut span: SpanRecord,
+        ctx: RemoteContext,
+        pkey: ExchangeKey,
+        now: u64,
+        out: &mut Vec<SpanRecord>,
+    ) {
+        let moved = self.moved.contains(&span.process.pid);
+        let pnode = self.node(pkey, out);
+        match (pnode.trace_id, pnode.interval) {
+            (Some(trace), Some(iv))
+                if pnode.received == Some(ctx)
+                    && fits(&span, LinkKind::Thread, iv, pnode.own_thread, moved) =>
+            {
+                span.parent_span_id = Some(pnode.span_id);
+                self.resolve(span, trace, LinkKind::Thread, out)
+            }
+            (Some(_), _) => self.release_as_header(span, ctx, out),
+            (None, _) => {
+                span.parent_span_id = Some(pnode.span_id);
+                pnode.waiters.push(Waiting {
+                    span,
+                    link: LinkKind::Thread,
+                    forwarded: Some(ctx),
+                });
                 self.deadlines
                     .push_back((now.saturating_add(self.hold_ns), pkey));
             }
@@ -185,6 +238,7 @@ impl<R: Rng> Linker<R> {
                 pnode.waiters.push(Waiting {
                     span,
                     link: LinkKind::Thread,
+                    forwarded: None,
                 });
                 self.deadlines
                     .push_back((now.saturating_add(self.hold_ns), pkey));
@@ -207,6 +261,24 @@ impl<R: Rng> Linker<R> {
         self.resolve(span, t, LinkKind::Root, out);
     }
 
+    fn release_as_header(
+        &mut self,
+        mut span: SpanRecord,
+        ctx: RemoteContext,
+        out: &mut Vec<SpanRecord>,
+    ) {
+        span.parent_span_id = Some(ctx.span_id);
+        self.resolve(span, ctx.trace_id, LinkKind::Header, out);
+    }
+
+    /// A waiting span whose parent will not come: linked by its own header if it has one.
+    fn release(&mut self, w: Waiting, out: &mut Vec<SpanRecord>) {
+        match w.forwarded {
+            Some(ctx) => self.release_as_header(w.span, ctx, out),
+            None => self.release_as_root(w.span, out),
+        }
+    }
+
     /// Give `span` its trace, emit it, then release the children that waited for it.
     fn resolve(
         &mut self,
@@ -221,14 +293,14 @@ impl<R: Rng> Linker<R> {
             span.link = link;
             let iv = (span.start_mono_ns, span.end_mono_ns);
             let own = span.thread_use == ThreadUse::Own;
-            let waiters = match self.nodes.get_mut(&span.exchange) {
+            let (waiters, received) = match self.nodes.get_mut(&span.exchange) {
                 Some(n) => {
                     n.trace_id = Some(trace);
                     n.interval = Some(iv);
                     n.own_thread = own;
-                    std::mem::take(&mut n.waiters)
+                    (std::mem::take(&mut n.waiters), n.received)
                 }
-                None => Vec::new(),
+                None => (Vec::new(), None),
             };
             out.push(span);
             for w in waiters {
@@ -237,8 +309,13 @@ impl<R: Rng> Linker<R> {
                     Some(KernelIds::Injected { trace_id, .. }) => trace_id == trace,
                     _ => fits(&w.span, w.link, iv, own, moved),
                 };
+                let linked = linked && w.forwarded.is_none_or(|c| received == Some(c));
                 if linked {
                     stack.push((w.span, trace, w.link));
+                } else if let Some(ctx) = w.forwarded {
+                    let mut child = w.span;
+                    child.parent_span_id = Some(ctx.span_id);
+                    stack.push((child, ctx.trace_id, LinkKind::Header));
                 } else {
                     let mut child = w.span;
                     child.parent_span_id = None;
@@ -263,7 +340,7 @@ impl<R: Rng> Linker<R> {
                 .unwrap_or_default();
             for w in waiters {
                 self.timed_out += 1;
-                self.release_as_root(w.span, out);
+                self.release(w, out);
             }
         }
     }
@@ -333,6 +410,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+
+    use rstest::rstest;
 
     use super::*;
     use crate::span::{Endpoints, SpanKind, SpanStatus};
@@ -530,5 +609,73 @@ mod tests {
         server.conn_parent = Some(key(2, 0));
         l.link(server, 0, &mut out);
         assert_eq!(out.last().unwrap().link, LinkKind::Connection);
+    }
+
+    const SERVED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const NEW_SPAN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+    const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+    fn with_context(mut s: SpanRecord, traceparent: Option<&str>) -> SpanRecord {
+        s.context_headers = traceparent
+            .map(|t| vec![("traceparent".to_owned(), t.to_owned())])
+            .unwrap_or_default();
+        s
+    }
+
+    /// nginx-like: a server span that received `served`, and a client span its thread sent
+    /// with `sent`.
+    #[rstest]
+    #[case::forwarded_unchanged(Some(SERVED), SERVED, ThreadUse::Own, LinkKind::Thread)]
+    #[case::new_span_id(Some(SERVED), NEW_SPAN, ThreadUse::Own, LinkKind::Header)]
+    #[case::other_flags(Some(SERVED), UNSAMPLED, ThreadUse::Own, LinkKind::Header)]
+    #[case::server_request_without_context(None, SERVED, ThreadUse::Own, LinkKind::Header)]
+    #[case::thread_not_served_alone(Some(SERVED), SERVED, ThreadUse::Shared, LinkKind::Header)]
+    fn a_forwarded_context_makes_a_thread_child(
+        #[case] served: Option<&str>,
+        #[case] sent: &str,
+        #[case] parent_use: ThreadUse,
+        #[case] want: LinkKind,
+        #[values(true, false)] parent_first: bool,
+    ) {
+        let mut l = linker();
+        let mut out = vec![];
+        let mut parent = with_context(span(1, 0, SpanKind::Server, 10, 40), served);
+        parent.thread_use = parent_use;
+        let mut child = with_context(span(2, 0, SpanKind::Client, 20, 30), Some(sent));
+        child.thread_parent = Some(key(1, 0));
+        if parent_first {
+            l.link(parent, 0, &mut out);
+            l.link(child, 0, &mut out);
+        } else {
+            l.link(child, 0, &mut out);
+            assert!(out.is_empty(), "the child waits for its possible parent");
+            l.link(parent, 0, &mut out);
+        }
+        let by = |c: u64| out.iter().find(|s| s.conn_id == c).unwrap();
+        let (p, c) = (by(1), by(2));
+        let ctx = context::parse_traceparent(sent).unwrap();
+        assert_eq!(c.link, want);
+        assert_eq!(c.trace_id, ctx.trace_id);
+        let parent_id = match want {
+            LinkKind::Thread => p.span_id,
+            _ => ctx.span_id,
+        };
+        assert_eq!(c.parent_span_id, Some(parent_id));
+    }
+
+    #[test]
+    fn a_forwarded_context_whose_thread_parent_never_comes_is_linked_by_header() {
+        let mut l = linker();
+        let mut out = vec![];
+        let mut child = with_context(span(2, 0, SpanKind::Client, 20, 30), Some(SERVED));
+        child.thread_parent = Some(key(1, 0));
+        l.link(child, 1_000, &mut out);
+        l.expire(1_000 + 5_000_000_001, &mut out);
+        let ctx = context::parse_traceparent(SERVED).unwrap();
+        assert_eq!(
+            (out[0].link, out[0].trace_id, out[0].parent_span_id),
+            (LinkKind::Header, ctx.trace_id, Some(ctx.span_id))
+        );
+        assert_eq!(l.timed_out, 1);
     }
 }

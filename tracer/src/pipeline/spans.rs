@@ -129,6 +129,10 @@ pub fn http1_span(
         "http.request.body.size",
         ex.request_body_size,
     ));
+    if ex.truncated {
+        // Attributes from headers past the cut are missing; body sizes are the declared ones.
+        a.push(KeyValue::new("tracer.truncated", true));
+    }
 
     let status = match (&ex.response, ex.outcome) {
         (Some(resp), _) => {

@@ -51,14 +51,18 @@ pub enum ParseError {
     Desync,
     /// Too many requests waiting for responses on one connection.
     TooManyPending,
+    /// Responses were lost while several requests waited: which request a later response
+    /// answers cannot be known, so the connection is no longer parsed.
+    Unpaired,
 }
 
 impl ParseError {
-    pub const ALL: [ParseError; 4] = [
+    pub const ALL: [ParseError; 5] = [
         Self::Garbage,
         Self::TooLarge,
         Self::Desync,
         Self::TooManyPending,
+        Self::Unpaired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl ParseError {
             Self::TooLarge => "too_large",
             Self::Desync => "desync",
             Self::TooManyPending => "too_many_pending",
+            Self::Unpaired => "unpaired",
         }
     }
 }
