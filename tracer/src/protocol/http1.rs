@@ -67,8 +67,9 @@ pub const MAX_KEPT_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_PENDING: usize = 1024;
 /// Most head text (method, target, kept headers) of the requests waiting on one connection.
 pub const MAX_PENDING_BYTES: usize = 64 * 1024;
-/// Most entries (requests and placeholder runs) waiting on one connection.
-pub const MAX_PENDING_ENTRIES: usize = 4 * MAX_PENDING;
+/// Most entries (requests and placeholder runs) waiting on one connection: with the byte budget,
+/// a connection holds at most 64 KiB of head text and this many small entries.
+pub const MAX_PENDING_ENTRIES: usize = MAX_PENDING;
 /// Longest chunk-size line (size, extensions, CRLF) of a chunked body.
 pub const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
 /// Longest method token considered (the longest registered method is 17 bytes).
