@@ -92,6 +92,20 @@ pub fn looks_command(b: &[u8]) -> bool {
     (1..=8).contains(&digits) && rest.get(digits..digits + 3) == Some(b"\r\n$")
 }
 
+/// Where the first command array starts after a line end in `b` (resynchronising inside a
+/// segment).
+fn find_command(b: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = b.get(from..)?.windows(3).position(|w| w == b"\r\n*") {
+        let at = from + i + 2;
+        if looks_command(b.get(at..)?) {
+            return Some(at);
+        }
+        from = at;
+    }
+    None
+}
+
 /// A RESP value's first byte followed by something plausible (a segment boundary to resync at).
 fn looks_value(b: &[u8]) -> bool {
     match b.first() {
@@ -177,6 +191,9 @@ enum ReadState {
 enum Event {
     Value(Value),
     Error(ParseError),
+    /// Out of sync, a segment began inside a command (the rest of one whose start was lost)
+    /// and reading resumed at the next command.
+    Tail,
 }
 
 /// Streaming RESP reader of one direction.
@@ -205,10 +222,24 @@ impl Reader {
         };
     }
 
-    /// Read `bytes` (captured, in order); complete values and errors go to `events`.
-    fn read(&mut self, seg: &Segment<'_>, mut bytes: &[u8], events: &mut Vec<Event>) {
+    /// Read `bytes` (captured, in order); complete values and errors go to `events`. Out of
+    /// sync, reading resumes at a segment that starts like a value; in the command direction
+    /// also at the first command start inside one (reads of a server cut a pipeline anywhere).
+    fn read(
+        &mut self,
+        seg: &Segment<'_>,
+        mut bytes: &[u8],
+        commands: bool,
+        events: &mut Vec<Event>,
+    ) {
         if self.state == ReadState::Resync {
-            if !(looks_value(bytes) || looks_inline(bytes)) {
+            if commands && !(looks_command(bytes) || looks_inline(bytes)) {
+                let Some(at) = find_command(bytes) else {
+                    return;
+                };
+                events.push(Event::Tail);
+                bytes = bytes.get(at..).unwrap_or_default();
+            } else if !(looks_value(bytes) || looks_inline(bytes)) {
                 return;
             }
             self.state = ReadState::Line;
@@ -619,8 +650,14 @@ pub struct RedisConn {
     db: Option<u32>,
     /// A RESP2 subscriber: `message` arrays are pushes.
     subscribed: bool,
-    /// A gap waits for a reply-direction segment, then for the client's next turn.
+    /// A gap at the front of `pending` saw the server answer (a reply-direction segment ended
+    /// with it at the front): the client's next turn ends it.
     gap_answered: bool,
+    /// Commands that waited when replies were lost: answered within the lost bytes or soon
+    /// after, as the client's next turn shows (reported then, their reply marked uncaptured).
+    unanswered_at_gap: Vec<Box<Pending>>,
+    /// Time and thread of the latest reply-direction segment.
+    last_reply: (u64, u32),
     /// Events of the current segment (kept to reuse the allocation).
     events: Vec<Event>,
 }
@@ -637,6 +674,8 @@ impl RedisConn {
             db: (role != Role::Unknown).then_some(0),
             subscribed: false,
             gap_answered: false,
+            unanswered_at_gap: Vec::new(),
+            last_reply: (0, 0),
             events: Vec::new(),
         }
     }
@@ -660,11 +699,15 @@ impl RedisConn {
     fn desync(&mut self, dir: Direction) {
         let requests = self.request_dir().is_none_or(|d| d == dir);
         if !requests {
-            // The lost bytes held replies of an unknown number of waiting commands.
+            // The lost bytes held replies of an unknown number of the waiting commands.
             if self.pending.is_empty() {
                 return;
             }
-            self.clear_pending();
+            for slot in std::mem::take(&mut self.pending) {
+                if let Slot::Command(p) = slot {
+                    self.unanswered_at_gap.push(p);
+                }
+            }
         }
         if !matches!(self.pending.back(), Some(Slot::Gap)) {
             self.pending.push_back(Slot::Gap);
@@ -672,17 +715,34 @@ impl RedisConn {
         }
     }
 
-    fn clear_pending(&mut self) {
-        self.pending.clear();
-        self.pending_bytes = 0;
+    /// The client's turn (a command, or the tail of one) after a gap the server answered: the
+    /// gap is over. Commands that waited when replies were lost were answered by now (a client
+    /// sends again once it has read its replies): reported with their reply uncaptured.
+    fn end_gap_at_turn(&mut self, out: &mut ParseOutput) {
+        if !(self.gap_answered && matches!(self.pending.front(), Some(Slot::Gap))) {
+            return;
+        }
+        if self.pending.len() == 1 {
+            self.pending.clear();
+            self.report_unanswered_at_gap(Outcome::Complete, self.last_reply.0, out);
+        }
+    }
+
+    fn report_unanswered_at_gap(&mut self, outcome: Outcome, end: u64, out: &mut ParseOutput) {
+        let tid = if outcome == Outcome::Complete {
+            self.last_reply.1
+        } else {
+            0
+        };
+        for p in std::mem::take(&mut self.unanswered_at_gap) {
+            self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
+            let end = end.max(p.value.end_ns);
+            self.complete_uncaptured(*p, outcome, end, tid, out);
+        }
     }
 
     fn on_command(&mut self, v: Value, out: &mut ParseOutput) {
-        if let Some(Slot::Gap) = self.pending.front() {
-            if self.gap_answered && self.pending.len() == 1 {
-                self.pending.clear();
-            }
-        }
+        self.end_gap_at_turn(out);
         if matches!(self.pending.back(), Some(Slot::Gap)) {
             // Behind unseen commands: its reply cannot be told.
             return;
@@ -782,6 +842,25 @@ impl RedisConn {
                     self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
                     self.complete(*p, Some(v), Outcome::Complete, 0, out);
                 }
+            }
+        }
+    }
+
+    /// A command whose reply went missing with lost bytes.
+    fn complete_uncaptured(
+        &mut self,
+        p: Pending,
+        outcome: Outcome,
+        end: u64,
+        tid: u32,
+        out: &mut ParseOutput,
+    ) {
+        self.complete(p, None, outcome, end, out);
+        if let Some(c) = out.messages.last_mut() {
+            let any: &mut dyn std::any::Any = c.as_mut();
+            if let Some(c) = any.downcast_mut::<Command>() {
+                c.truncated = true;
+                c.response_tid = tid;
             }
         }
     }
@@ -890,13 +969,12 @@ impl ConnParser for RedisConn {
         if seg.lost_before {
             self.reader(seg.dir).fail(ParseError::Desync, &mut events);
         }
-        if self.request_dir().is_some_and(|d| d != seg.dir) && !seg.bytes.is_empty() {
-            if let Some(Slot::Gap) = self.pending.front() {
-                self.gap_answered = true;
-            }
+        let replies = self.request_dir().is_some_and(|d| d != seg.dir);
+        if replies {
+            self.last_reply = (seg.ts_exit, seg.tid);
         }
         let reader = self.reader(seg.dir);
-        reader.read(seg, seg.bytes, &mut events);
+        reader.read(seg, seg.bytes, !replies, &mut events);
         if seg.missing > 0 {
             reader.skip(seg, seg.missing, &mut events);
         }
@@ -905,6 +983,15 @@ impl ConnParser for RedisConn {
                 Event::Error(e) => {
                     out.errors.push(e);
                     self.desync(seg.dir);
+                }
+                Event::Tail => {
+                    // The rest of a command whose start was lost: answered before the next ones.
+                    self.end_gap_at_turn(out);
+                    match self.pending.back_mut() {
+                        Some(Slot::Gap) => {}
+                        Some(Slot::Untracked(n)) => *n += 1,
+                        _ => self.pending.push_back(Slot::Untracked(1)),
+                    }
                 }
                 Event::Value(v) => {
                     self.settle(seg.dir, &v);
@@ -926,10 +1013,19 @@ impl ConnParser for RedisConn {
                 }
             }
         }
+        if replies && matches!(self.pending.front(), Some(Slot::Gap)) {
+            self.gap_answered = true;
+        }
         self.events = events;
     }
 
     fn close(&mut self, ts: u64, out: &mut ParseOutput) {
+        // Answered if the server spoke after the gap, else cut by the close.
+        if self.gap_answered {
+            self.report_unanswered_at_gap(Outcome::Complete, self.last_reply.0, out);
+        } else {
+            self.report_unanswered_at_gap(Outcome::Closed, ts, out);
+        }
         while let Some(slot) = self.pending.pop_front() {
             if let Slot::Command(p) = slot {
                 self.complete(*p, None, Outcome::Closed, ts, out);
@@ -941,6 +1037,14 @@ impl ConnParser for RedisConn {
     }
 
     fn expire(&mut self, now: u64, timeout_ns: u64, out: &mut ParseOutput) {
+        let oldest = self.unanswered_at_gap.first().map(|p| p.value.start_ns);
+        if oldest.is_some_and(|t| now.saturating_sub(t) > timeout_ns) {
+            if self.gap_answered {
+                self.report_unanswered_at_gap(Outcome::Complete, self.last_reply.0, out);
+            } else {
+                self.report_unanswered_at_gap(Outcome::Timeout, now, out);
+            }
+        }
         // Only the oldest can be answered next: expire from the front, stop at a live one.
         while let Some(Slot::Command(p)) = self.pending.front() {
             if now.saturating_sub(p.value.start_ns) <= timeout_ns {
@@ -954,7 +1058,8 @@ impl ConnParser for RedisConn {
     }
 
     fn has_pending(&self) -> bool {
-        self.pending.iter().any(|s| matches!(s, Slot::Command(_)))
+        !self.unanswered_at_gap.is_empty()
+            || self.pending.iter().any(|s| matches!(s, Slot::Command(_)))
     }
 }
 
@@ -1380,19 +1485,80 @@ mod tests {
         assert!(!c.parser.has_pending());
     }
 
-    #[test]
-    fn lost_replies_drop_what_waits() {
+    /// Replies lost (ring buffer, or a read longer than the capture): the commands that waited
+    /// are reported at the client's next turn, their reply marked uncaptured, ending at the last
+    /// reply segment; later ones pair again.
+    #[rstest]
+    #[case::lost_before(0, true)]
+    #[case::read_cut_short(7, false)]
+    fn lost_replies_are_marked_at_the_next_turn(#[case] missing: u64, #[case] lost: bool) {
         let mut c = Conn::new(Role::Client);
-        c.feed(Egress, &[cmd(&["GET", "a"]), cmd(&["GET", "b"])].concat());
-        c.feed_with(Ingress, b"", 0, true);
-        c.feed(Ingress, b"$1\r\n2\r\n");
-        assert!(c.commands().is_empty());
+        c.feed(
+            Egress,
+            &[cmd(&["GET", "a"]), cmd(&["GET", "b"]), cmd(&["GET", "z"])].concat(),
+        );
+        if lost {
+            c.feed_with(Ingress, b"", 0, true);
+            c.feed(Ingress, b"$1\r\n2\r\n");
+        } else {
+            // The first reply captured, the others not.
+            c.feed_with(Ingress, b"$1\r\n1\r\n", missing * 2, false);
+        }
+        let before: Vec<bool> = c.commands().iter().map(|x| x.truncated).collect();
         c.feed(Egress, &cmd(&["GET", "c"]));
         c.feed(Ingress, b"$1\r\n3\r\n");
         let got = c.commands();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].query_text(true), "GET c");
+        let texts: Vec<(String, bool, Outcome)> = got
+            .iter()
+            .map(|x| (x.query_text(true), x.truncated, x.outcome))
+            .collect();
+        let uncaptured = |t: &str| (t.to_string(), true, Outcome::Complete);
+        let mut want = vec![];
+        if !lost {
+            assert_eq!(before, [false], "the captured reply pairs at once");
+        }
+        want.extend([uncaptured("GET b"), uncaptured("GET z")]);
+        if lost {
+            want.insert(0, uncaptured("GET a"));
+        }
+        want.push(("GET c".to_string(), false, Outcome::Complete));
+        assert_eq!(texts, want);
+        let reply_seg_end = 100 * (if lost { 3 } else { 2 }) + 5;
+        assert!(got
+            .iter()
+            .filter(|x| x.truncated)
+            .all(|x| x.end_ns == reply_seg_end));
         assert_eq!(c.errors(), vec![ParseError::Desync]);
+    }
+
+    /// A server's reads cut a pipeline anywhere: after a read cut short, the next one starts
+    /// inside a command. Reading resumes at the next command start; the cut command's reply
+    /// (the first after that read) is skipped, the others pair.
+    #[test]
+    fn server_read_cut_inside_a_pipeline() {
+        let mut c = Conn::new(Role::Server);
+        let all: Vec<u8> = (0..6)
+            .flat_map(|i| cmd(&["SET", &format!("k{i}"), "v"]))
+            .collect();
+        let one = cmd(&["SET", "k0", "v"]).len();
+        // Read 1: commands 0 and 1 captured, then 2 and half of 3 uncaptured.
+        let cut = one * 3 + one / 2;
+        c.feed_with(Ingress, &all[..2 * one], (cut - 2 * one) as u64, false);
+        assert_eq!(c.errors(), vec![ParseError::Desync]);
+        // The server answers the 4 commands it read whole.
+        c.feed(Egress, &b"+OK\r\n".repeat(4));
+        // Read 2: the rest of command 3, then 4 and 5.
+        c.feed(Ingress, &all[cut..]);
+        c.feed(Egress, &b"+OK\r\n".repeat(3));
+        c.feed(Ingress, &cmd(&["GET", "k5"]));
+        c.feed(Egress, b"$1\r\nv\r\n");
+        let texts: Vec<String> = c.commands().iter().map(|x| x.query_text(true)).collect();
+        assert_eq!(
+            texts,
+            ["SET k0 v", "SET k1 v", "SET k4 v", "SET k5 v", "GET k5"]
+        );
+        assert!(!c.parser.has_pending());
+        assert_eq!(c.errors(), vec![]);
     }
 
     #[rstest]
