@@ -168,13 +168,23 @@ fn pipeline_of_two_thousand_commands() {
     // A subsequence of the commands: each the right one, none twice, in order.
     let mut next = 0;
     for s in &servers {
+        // A value cut by the capture ends in "...".
         let text = s.attr_str("db.query.text").unwrap_or("");
         let at = want[next..]
             .iter()
-            .position(|w| w == text)
+            .position(|w| w == text || text.strip_suffix("...").is_some_and(|t| w.starts_with(t)))
             .unwrap_or_else(|| panic!("server span out of order or unknown: {s}"));
         next += at + 1;
     }
+    eprintln!(
+        "{} client spans ({} with their reply uncaptured), {} server spans",
+        clients.len(),
+        clients
+            .iter()
+            .filter(|s| s.attr("tracer.truncated").is_some())
+            .count(),
+        servers.len()
+    );
     assert!(
         servers.len() > N / 4,
         "{} server spans\n{}",

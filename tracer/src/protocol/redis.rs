@@ -223,8 +223,9 @@ impl Reader {
     }
 
     /// Read `bytes` (captured, in order); complete values and errors go to `events`. Out of
-    /// sync, reading resumes at a segment that starts like a value; in the command direction
-    /// also at the first command start inside one (reads of a server cut a pipeline anywhere).
+    /// sync, reading resumes at a segment that starts like a value (a command array in the
+    /// command direction), or at the first command start inside one (a server's reads cut a
+    /// pipeline anywhere).
     fn read(
         &mut self,
         seg: &Segment<'_>,
@@ -233,13 +234,14 @@ impl Reader {
         events: &mut Vec<Event>,
     ) {
         if self.state == ReadState::Resync {
-            if commands && !(looks_command(bytes) || looks_inline(bytes)) {
+            // Never at an inline command: any text looks like one (a bulk value cut anywhere).
+            if commands && !looks_command(bytes) {
                 let Some(at) = find_command(bytes) else {
                     return;
                 };
                 events.push(Event::Tail);
                 bytes = bytes.get(at..).unwrap_or_default();
-            } else if !(looks_value(bytes) || looks_inline(bytes)) {
+            } else if !commands && !looks_value(bytes) {
                 return;
             }
             self.state = ReadState::Line;
@@ -624,8 +626,11 @@ pub struct Command {
     /// Arguments after the operation: first bytes of the first ones, and how many there were.
     pub args: Vec<Vec<u8>>,
     pub arg_count: u64,
-    /// Some argument bytes were not captured (or not kept).
+    /// Some argument bytes were not captured.
     pub truncated: bool,
+    /// The reply was lost with uncaptured bytes (the command ended by then, see the module
+    /// notes).
+    pub reply_uncaptured: bool,
     /// The database index selected on the connection, when known.
     pub db: Option<u32>,
     /// The error reply's text, if the reply was an error.
@@ -655,7 +660,7 @@ pub struct RedisConn {
     gap_answered: bool,
     /// Commands that waited when replies were lost: answered within the lost bytes or soon
     /// after, as the client's next turn shows (reported then, their reply marked uncaptured).
-    unanswered_at_gap: Vec<Box<Pending>>,
+    unanswered_at_gap: Vec<Pending>,
     /// Time and thread of the latest reply-direction segment.
     last_reply: (u64, u32),
     /// Events of the current segment (kept to reuse the allocation).
@@ -705,7 +710,7 @@ impl RedisConn {
             }
             for slot in std::mem::take(&mut self.pending) {
                 if let Slot::Command(p) = slot {
-                    self.unanswered_at_gap.push(p);
+                    self.unanswered_at_gap.push(*p);
                 }
             }
         }
@@ -737,7 +742,7 @@ impl RedisConn {
         for p in std::mem::take(&mut self.unanswered_at_gap) {
             self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
             let end = end.max(p.value.end_ns);
-            self.complete_uncaptured(*p, outcome, end, tid, out);
+            self.complete_uncaptured(p, outcome, end, tid, out);
         }
     }
 
@@ -859,7 +864,7 @@ impl RedisConn {
         if let Some(c) = out.messages.last_mut() {
             let any: &mut dyn std::any::Any = c.as_mut();
             if let Some(c) = any.downcast_mut::<Command>() {
-                c.truncated = true;
+                c.reply_uncaptured = true;
                 c.response_tid = tid;
             }
         }
@@ -902,6 +907,7 @@ impl RedisConn {
             args,
             arg_count,
             truncated,
+            reply_uncaptured: false,
             db: p.db,
             error,
             start_ns: v.start_ns,
@@ -1098,6 +1104,10 @@ impl Command {
                 q.push('?');
             }
         }
+        if show_values && self.truncated && !q.ends_with("...") {
+            // An argument was cut by the capture.
+            q.push_str("...");
+        }
         let shown = self.args.len() as u64;
         if self.arg_count > shown {
             q.push_str(&format!(" ... ({} more)", self.arg_count - shown));
@@ -1154,7 +1164,7 @@ impl ExchangeRecord for Command {
         }
         a.push(KeyValue::new("network.peer.address", remote.0.to_string()));
         a.push(KeyValue::new("network.peer.port", remote.1));
-        if self.truncated {
+        if self.truncated || self.reply_uncaptured {
             a.push(KeyValue::new("tracer.truncated", true));
         }
         if let Some(t) = error_type {
@@ -1461,6 +1471,11 @@ mod tests {
         let got = c.commands();
         assert_eq!(summary(&got)[0].1, "SET ? ?");
         assert!(got[0].truncated);
+        let shown = got[0].query_text(true);
+        assert!(
+            shown.starts_with("SET k xxx") && shown.ends_with("..."),
+            "{shown}"
+        );
         assert!(!got[1].truncated);
         assert_eq!(got[1].operation, "GET");
     }
@@ -1504,13 +1519,13 @@ mod tests {
             // The first reply captured, the others not.
             c.feed_with(Ingress, b"$1\r\n1\r\n", missing * 2, false);
         }
-        let before: Vec<bool> = c.commands().iter().map(|x| x.truncated).collect();
+        let before: Vec<bool> = c.commands().iter().map(|x| x.reply_uncaptured).collect();
         c.feed(Egress, &cmd(&["GET", "c"]));
         c.feed(Ingress, b"$1\r\n3\r\n");
         let got = c.commands();
         let texts: Vec<(String, bool, Outcome)> = got
             .iter()
-            .map(|x| (x.query_text(true), x.truncated, x.outcome))
+            .map(|x| (x.query_text(true), x.reply_uncaptured, x.outcome))
             .collect();
         let uncaptured = |t: &str| (t.to_string(), true, Outcome::Complete);
         let mut want = vec![];
@@ -1526,7 +1541,7 @@ mod tests {
         let reply_seg_end = 100 * (if lost { 3 } else { 2 }) + 5;
         assert!(got
             .iter()
-            .filter(|x| x.truncated)
+            .filter(|x| x.reply_uncaptured)
             .all(|x| x.end_ns == reply_seg_end));
         assert_eq!(c.errors(), vec![ParseError::Desync]);
     }
@@ -1580,6 +1595,27 @@ mod tests {
         c.feed(Ingress, &cmd(&["PING"]));
         c.feed(Egress, b"+PONG\r\n");
         assert_eq!(c.commands().len(), 1, "the first one after the gap is lost");
+    }
+
+    /// Out of sync, a read that starts with an argument's text is not an inline command.
+    #[test]
+    fn resync_never_at_text() {
+        let mut c = Conn::new(Role::Server);
+        let all: Vec<u8> = (0..4)
+            .flat_map(|i| cmd(&["SET", &format!("k{i}"), "v"]))
+            .collect();
+        let one = cmd(&["SET", "k0", "v"]).len();
+        // Read 1: command 0, then command 1 up to its key, uncaptured.
+        let key_at = one + b"*3\r\n$3\r\nSET\r\n$2\r\n".len();
+        c.feed_with(Ingress, &all[..one], (key_at - one) as u64, false);
+        c.feed(Egress, b"+OK\r\n");
+        // Read 2 starts at "k1\r\n$1...": the rest of command 1, then 2 and 3.
+        c.feed(Ingress, &all[key_at..]);
+        c.feed(Egress, &b"+OK\r\n".repeat(3));
+        let texts: Vec<String> = c.commands().iter().map(|x| x.query_text(true)).collect();
+        assert_eq!(texts, ["SET k0 v", "SET k2 v", "SET k3 v"]);
+        assert!(!c.parser.has_pending());
+        assert_eq!(c.errors(), vec![ParseError::Desync]);
     }
 
     #[test]
