@@ -9,7 +9,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer::protocol::{ConnParser, Direction, Message, ParseOutput, Protocol, Role, Segment};
+use tracer::protocol::{
+    http1::Record, ConnParser, Direction, ParseOutput, Protocol, Role, Segment,
+};
 
 fn role(b: u8) -> Role {
     match b % 3 {
@@ -63,13 +65,15 @@ fuzz_target!(|data: &[u8]| {
     parser.expire(ts + 2, 1, &mut out);
     parser.close(ts + 3, &mut out);
     assert!(!parser.has_pending(), "close must leave nothing pending");
-    for m in &out.messages {
-        #[allow(irrefutable_let_patterns)] // other protocols may add variants
-        let Message::Http1(x) = m
-        else {
-            continue;
+    let started: Vec<u64> = out.started.iter().map(|s| s.id).collect();
+    for m in out.messages {
+        let any: Box<dyn std::any::Any> = m;
+        let Ok(r) = any.downcast::<Record>() else {
+            panic!("an HTTP/1 parser reported another protocol's record");
         };
+        let x = &r.exchange;
         assert_ne!(x.role, Role::Unknown);
         assert!(x.start_ns <= x.end_ns, "{x:?}");
+        assert!(started.contains(&r.id), "finished without a start: {r:?}");
     }
 });

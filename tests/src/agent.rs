@@ -369,6 +369,29 @@ impl Stopped {
         );
     }
 
+    /// Every span well formed (for tests that check many spans without one expectation each).
+    pub fn assert_well_formed(&self) {
+        let window = (
+            self.started_unix_ns - 1_000_000_000,
+            self.stopped_unix_ns + 1_000_000_000,
+        );
+        let problems: Vec<String> = self
+            .spans
+            .iter()
+            .filter_map(|s| {
+                let e = well_formed(s, window);
+                (!e.is_empty())
+                    .then(|| format!("malformed span {}: {}\n  {s}", s.name(), e.join("; ")))
+            })
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{}\n--- agent stderr ---\n{}",
+            problems.join("\n"),
+            self.stderr
+        );
+    }
+
     /// Every span well formed, and the set exactly `expected`.
     pub fn assert_exact(&self, expected: &[Expect]) -> Vec<Span> {
         let window = (

@@ -1,5 +1,6 @@
 //! Harness of the integration tests: they start the real agent as root with eBPF, real peers
-//! (python3 http.server, a small python HTTP/1.1 server, nginx, curl) on ephemeral loopback ports,
+//! (python3 http.server, a small python HTTP/1.1 server, nginx, curl, redis-server, redis-cli,
+//! redis-py) on ephemeral loopback ports,
 //! and assert the exact set of spans the agent prints with `--output json`.
 //!
 //! Running: as root, `cargo test -p tracer-tests` (or `cargo xtask test`, which installs the
@@ -38,6 +39,7 @@ pub mod peers;
 pub mod process;
 pub mod pyapp;
 pub mod raw;
+pub mod redis;
 pub mod rotel;
 pub mod span;
 pub mod trace;

@@ -96,8 +96,8 @@ fn is_hex(s: &str, len: usize) -> bool {
 }
 
 /// What every span must satisfy whatever the test: ids, kind, name, times within `window`
-/// (unix ns, the test's own start and end, with some slack), status, the HTTP attributes every
-/// exchange has, and the process resource.
+/// (unix ns, the test's own start and end, with some slack), status, the attributes every HTTP
+/// exchange or database operation has, and the process resource.
 pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
     let mut e = Vec::new();
     let trace = s.get("trace_id").as_str().unwrap_or("");
@@ -114,16 +114,10 @@ pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
             s.get("kind")
         ));
     }
-    match (s.method(), s.path()) {
-        (Some(m), Some(p)) => {
-            if s.name() != format!("{m} {p}") {
-                e.push(format!("name {:?} is not \"{m} {p}\"", s.name()));
-            }
-            if !p.starts_with('/') {
-                e.push(format!("url.path {p:?} does not start with /"));
-            }
-        }
-        _ => e.push("no http.request.method or url.path".into()),
+    if s.attr_str("db.system.name").is_some() {
+        db_well_formed(s, &mut e);
+    } else {
+        http_well_formed(s, &mut e);
     }
     let (start, end) = (s.start_ns(), s.end_ns());
     if start == 0 || end < start {
@@ -148,6 +142,9 @@ pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
             if s.status_message().is_none_or(str::is_empty) {
                 e.push("error status without a message".into());
             }
+            if s.attr_str("error.type").is_none_or(str::is_empty) {
+                e.push("error status without error.type".into());
+            }
         }
         other => e.push(format!("status code {other:?} is neither unset nor error")),
     }
@@ -160,6 +157,57 @@ pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
     if s.attr_u64("server.port").is_none_or(|p| p == 0) || s.attr_str("server.address").is_none() {
         e.push("no server.address / server.port".into());
     }
+    if s.pid().is_none() {
+        e.push("no resource process.pid".into());
+    }
+    for k in ["service.name", "process.executable.name"] {
+        if s.resource_str(k).is_none_or(str::is_empty) {
+            e.push(format!("no resource {k}"));
+        }
+    }
+    e
+}
+
+/// A database span: named after its operation, with the query text.
+fn db_well_formed(s: &Span, e: &mut Vec<String>) {
+    match s.attr_str("db.operation.name") {
+        Some(op) if !op.is_empty() => {
+            if s.name() != op {
+                e.push(format!(
+                    "name {:?} is not db.operation.name {op:?}",
+                    s.name()
+                ));
+            }
+            if !s
+                .attr_str("db.query.text")
+                .is_some_and(|q| q.starts_with(op))
+            {
+                e.push(format!(
+                    "db.query.text {:?} does not start with {op:?}",
+                    s.attr("db.query.text")
+                ));
+            }
+        }
+        _ => e.push("no db.operation.name".into()),
+    }
+    if s.attr("http.request.method").is_some() {
+        e.push("a database span with HTTP attributes".into());
+    }
+}
+
+/// An HTTP span: named `METHOD path`, with its protocol version and body sizes.
+fn http_well_formed(s: &Span, e: &mut Vec<String>) {
+    match (s.method(), s.path()) {
+        (Some(m), Some(p)) => {
+            if s.name() != format!("{m} {p}") {
+                e.push(format!("name {:?} is not \"{m} {p}\"", s.name()));
+            }
+            if !p.starts_with('/') {
+                e.push(format!("url.path {p:?} does not start with /"));
+            }
+        }
+        _ => e.push("no http.request.method or url.path".into()),
+    }
     match s.attr_str("network.protocol.version") {
         Some("1.0" | "1.1") => {}
         v => e.push(format!("network.protocol.version {v:?} is not 1.0 or 1.1")),
@@ -170,15 +218,6 @@ pub fn well_formed(s: &Span, window: (u64, u64)) -> Vec<String> {
     if s.status_code().is_some() && s.attr_u64("http.response.body.size").is_none() {
         e.push("a response but no http.response.body.size".into());
     }
-    if s.pid().is_none() {
-        e.push("no resource process.pid".into());
-    }
-    for k in ["service.name", "process.executable.name"] {
-        if s.resource_str(k).is_none_or(str::is_empty) {
-            e.push(format!("no resource {k}"));
-        }
-    }
-    e
 }
 
 type Check = Box<dyn Fn(&Span) -> Result<(), String> + Send + Sync>;
@@ -383,6 +422,49 @@ impl Expect {
         })
     }
 
+    /// A Redis command: name and operation `op`, query text `text`, database `db`.
+    pub fn redis(self, op: &str, text: &str, db: &str) -> Self {
+        self.top("name", op)
+            .attr("db.system.name", "redis")
+            .attr("db.operation.name", op)
+            .attr("db.query.text", text)
+            .attr("db.namespace", db)
+    }
+
+    /// A successful operation: no error status, no `error.type`.
+    pub fn ok(self) -> Self {
+        self.no_attr("error.type").check(|s| {
+            if s.status() == "unset" {
+                Ok(())
+            } else {
+                Err(format!("status: want unset, got {}", s.get("status")))
+            }
+        })
+    }
+
+    /// A failed operation with this `error.type`.
+    pub fn error_type(self, t: &str) -> Self {
+        self.attr("error.type", t).check(|s| {
+            if s.status() == "error" {
+                Ok(())
+            } else {
+                Err(format!("status: want error, got {}", s.get("status")))
+            }
+        })
+    }
+
+    /// At least `ms` milliseconds long.
+    pub fn lasts_at_least_ms(self, ms: u64) -> Self {
+        self.check(move |s| {
+            let d = s.end_ns().saturating_sub(s.start_ns());
+            if d >= ms * 1_000_000 {
+                Ok(())
+            } else {
+                Err(format!("duration {d} ns is shorter than {ms} ms"))
+            }
+        })
+    }
+
     pub fn mismatches(&self, s: &Span) -> Vec<String> {
         self.checks.iter().filter_map(|c| c(s).err()).collect()
     }
@@ -543,6 +625,35 @@ impl Peer {
             .request(method, path)
             .peer(addr, server_port)
             .server_addr(addr, server_port)
+    }
+
+    /// A client span of this process for Redis command `op` (query text `text`, database `db`)
+    /// to a server on 127.0.0.1:`server_port`.
+    pub fn redis_client(&self, op: &str, text: &str, db: &str, server_port: u16) -> Expect {
+        let label = format!(
+            "client span of pid {} ({}) {text}",
+            self.pid,
+            self.exe.as_deref().unwrap_or("?")
+        );
+        self.apply(Expect::client(label, self.pid))
+            .redis(op, text, db)
+            .peer("127.0.0.1", server_port)
+            .server_addr("127.0.0.1", server_port)
+    }
+
+    /// A server span of this process (listening on 127.0.0.1:`port`) for Redis command `op`.
+    pub fn redis_server(&self, op: &str, text: &str, db: &str, port: u16) -> Expect {
+        let label = format!(
+            "server span of pid {} ({}) {text}",
+            self.pid,
+            self.exe.as_deref().unwrap_or("?")
+        );
+        self.apply(Expect::server(label, self.pid))
+            .redis(op, text, db)
+            .server_addr("127.0.0.1", port)
+            .attr("network.peer.address", "127.0.0.1")
+            .attr("client.address", "127.0.0.1")
+            .peer_port_not(vec![port])
     }
 
     /// A server span of this process for `METHOD path`, listening on 127.0.0.1:`port`, from a

@@ -31,6 +31,13 @@ pub mod state {
     pub const HTTP1: u8 = 2;
     /// HTTP/2 (recognised by its preface): data is captured.
     pub const HTTP2: u8 = 3;
+    /// Redis (RESP: the first message is a command array): data is captured.
+    pub const REDIS: u8 = 4;
+
+    /// Whether a connection in state `s` is captured (its open and close are reported).
+    pub const fn captured(s: u8) -> bool {
+        matches!(s, HTTP1 | HTTP2 | REDIS)
+    }
 }
 
 /// Address families as in `<sys/socket.h>`.

@@ -163,6 +163,13 @@ fn looks_http1(b: &[u8; 4]) -> bool {
     )
 }
 
+/// Whether `b`, the first four bytes of a connection's first message, start a RESP command
+/// array (`*<count>\r\n`), as every Redis client sends commands.
+#[inline(always)]
+fn looks_resp(b: &[u8; 4]) -> bool {
+    b[0] == b'*' && b[1].is_ascii_digit() && (b[2].is_ascii_digit() || b[2] == b'\r')
+}
+
 /// `BPF_RB_*` flags of `bpf_ringbuf_output` / `bpf_ringbuf_query`.
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -247,8 +254,17 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         if copied >= 4 {
             first.copy_from_slice(&rec.data[..4]);
         }
-        if copied >= 4 && looks_http1(&first) {
-            st.state = state::HTTP1;
+        let sniffed = if copied < 4 {
+            state::SNIFFING
+        } else if looks_http1(&first) {
+            state::HTTP1
+        } else if looks_resp(&first) {
+            state::REDIS
+        } else {
+            state::SNIFFING
+        };
+        if sniffed != state::SNIFFING {
+            st.state = sniffed;
             emit_open(&key, st)?;
         } else {
             st.sniff_budget = st.sniff_budget.saturating_sub(1);

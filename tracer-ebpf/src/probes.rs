@@ -263,7 +263,7 @@ fn on_close(fd: u64) -> Result<(), i64> {
     let Some(st) = (unsafe { CONNS.get(&key) }).copied() else {
         return Ok(());
     };
-    if st.state == state::HTTP1 || st.state == state::HTTP2 {
+    if state::captured(st.state) {
         emit_close(&key, &st);
     }
     let _ = CONNS.remove(&key);

@@ -234,7 +234,7 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         stats.conns_expired_idle.get(),
     );
     eprintln!(
-        "tracer: connections: HTTP recognised={}, left untraced after their first bytes={}; iovec arrays cut at {} entries={}",
+        "tracer: connections: protocol recognised={}, left untraced after their first bytes={}; iovec arrays cut at {} entries={}",
         stats.kernel(k::CONNS_OPENED),
         stats.kernel(k::SNIFF_REJECTED),
         tracer_common::data::MAX_IOV,

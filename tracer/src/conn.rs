@@ -2,6 +2,7 @@
 //! their segments. Bounded: LRU beyond `max` entries, forgotten after an idle timeout.
 
 use std::{
+    collections::VecDeque,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     num::NonZeroUsize,
     sync::Arc,
@@ -13,7 +14,7 @@ use tracer_common::conn::{role, ConnEvent, AF_INET};
 use crate::{
     process::ProcessInfo,
     protocol::{ConnParser, Role},
-    span::Endpoints,
+    span::{Endpoints, ExchangeKey, KernelIds},
 };
 
 /// What spans need to know about the connection they happened on.
@@ -81,18 +82,14 @@ pub struct Conn {
     pub parser: Option<Box<dyn ConnParser>>,
     /// Monotonic ns of the last event.
     pub last_seen: u64,
-    /// Exchanges reported so far (the next one's sequence number).
-    pub seq_done: u64,
-    /// Requests started so far (head complete).
-    pub seq_started: u64,
-    /// Client connections: the thread parent of each started, unreported request, in order.
-    pub thread_parents: std::collections::VecDeque<Option<crate::span::ExchangeKey>>,
+    /// Client connections: the thread parent of each started, unreported exchange, by id.
+    pub thread_parents: VecDeque<(u64, Option<ExchangeKey>)>,
     /// Server connections: the traced client connection at the other end, if any.
     pub mirror: Option<u64>,
     /// Kernel-chosen ids carried by the last request head seen, for the next request to start.
-    pub kernel_next: Option<crate::span::KernelIds>,
-    /// Kernel-chosen ids of started, unreported requests, by sequence number.
-    pub kernel_ids: std::collections::VecDeque<(u64, crate::span::KernelIds)>,
+    pub kernel_next: Option<KernelIds>,
+    /// Kernel-chosen ids of started, unreported exchanges, by id.
+    pub kernel_ids: VecDeque<(u64, KernelIds)>,
 }
 
 impl Conn {
@@ -101,8 +98,6 @@ impl Conn {
             meta,
             parser: None,
             last_seen: ts,
-            seq_done: 0,
-            seq_started: 0,
             thread_parents: Default::default(),
             mirror: None,
             kernel_next: None,

@@ -1,8 +1,15 @@
-//! Span records, built directly (like OpenTelemetry's `SpanData`) from parsed messages.
+//! Span records, built directly (like OpenTelemetry's `SpanData`) from parsed exchanges, and
+//! the hints only the linker reads, kept apart.
 
 use std::{net::IpAddr, sync::Arc};
 
-use crate::process::ProcessInfo;
+use crate::{
+    clock::Clock,
+    conn::ConnMeta,
+    context::RemoteContext,
+    process::ProcessInfo,
+    protocol::{ExchangeInfo, Role},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanKind {
@@ -109,10 +116,11 @@ impl LinkKind {
 
 /// How the thread that read a server span's request served it, which decides whether the client
 /// requests that thread started meanwhile may be its children (`thread` links).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ThreadUse {
     /// Read and answered by one thread that served no other connection meanwhile (and every
     /// client span).
+    #[default]
     Own,
     /// The thread moved server bytes of other connections meanwhile (an event loop, or tasks
     /// moving between threads).
@@ -142,20 +150,51 @@ pub struct Endpoints {
     pub remote: (IpAddr, u16),
 }
 
-/// Identity of one exchange: the connection and its position on it (0, 1, ...).
+/// Identity of one exchange: the connection and the exchange's id on it (see
+/// [`crate::protocol::Started::id`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ExchangeKey {
     pub conn_id: u64,
-    pub seq: u64,
+    pub id: u64,
 }
 
-/// One finished span.
+/// Options of span building.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanOptions {
+    /// Keep query-string and command argument values instead of redacting them.
+    pub show_query_values: bool,
+}
+
+/// What a span is about, typed: what metrics and the text output read (never attribute
+/// strings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpanSummary {
+    Http {
+        method: String,
+        /// The URL path, for the low-cardinality route of metrics.
+        path: String,
+        /// None without a response.
+        status_code: Option<u16>,
+    },
+    Db {
+        /// `db.system.name`.
+        system: &'static str,
+        /// `db.operation.name`.
+        operation: String,
+        /// `error.type`, if the operation failed.
+        error_type: Option<String>,
+    },
+}
+
+/// One finished span, as exported.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
     pub link: LinkKind,
+    /// The sampled flag of the request's own context, when the parent came from it.
+    pub parent_sampled: Option<bool>,
     pub name: String,
     pub kind: SpanKind,
     /// Unix-epoch nanoseconds.
@@ -164,20 +203,58 @@ pub struct SpanRecord {
     pub status: SpanStatus,
     /// Semantic-convention attributes of the span (not of the process).
     pub attributes: Vec<KeyValue>,
+    pub summary: SpanSummary,
     /// The traced process: the span's resource.
     pub process: Arc<ProcessInfo>,
     /// Thread that handled the request.
     pub tid: u32,
-    /// Agent-lifetime connection id (for linking; not exported).
-    pub conn_id: u64,
     pub endpoints: Endpoints,
-    /// Monotonic ns, for linking windows (not exported).
-    pub start_mono_ns: u64,
-    pub end_mono_ns: u64,
-    /// Request headers that carry trace context (lowercase names), for linking.
-    pub context_headers: Vec<(String, String)>,
+}
+
+impl SpanRecord {
+    /// The span of exchange `info` on `conn`, before linking (no ids, no parent yet).
+    pub fn new(
+        info: &ExchangeInfo,
+        conn: &ConnMeta,
+        clock: &Clock,
+        name: String,
+        summary: SpanSummary,
+    ) -> Self {
+        let end = info.end_ns.max(info.start_ns);
+        Self {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            parent_span_id: None,
+            link: LinkKind::Root,
+            parent_sampled: None,
+            name,
+            kind: if info.role == Role::Client {
+                SpanKind::Client
+            } else {
+                SpanKind::Server
+            },
+            start_unix_ns: clock.to_unix_ns(info.start_ns),
+            end_unix_ns: clock.to_unix_ns(end),
+            status: SpanStatus::Unset,
+            attributes: Vec::with_capacity(16),
+            summary,
+            process: conn.process.clone(),
+            tid: info.request_tid,
+            endpoints: conn.endpoints,
+        }
+    }
+}
+
+/// What only the linker needs to know about a span (never exported).
+#[derive(Debug, Clone, Default)]
+pub struct LinkHints {
     /// This exchange.
     pub exchange: ExchangeKey,
+    /// Monotonic ns, for linking windows.
+    pub start_mono_ns: u64,
+    pub end_mono_ns: u64,
+    /// The context the request carried, if any.
+    pub context: Option<RemoteContext>,
     /// The server exchange this thread was serving when this client request started (exactly
     /// one in flight on the thread), if any.
     pub thread_parent: Option<ExchangeKey>,
@@ -192,13 +269,11 @@ pub struct SpanRecord {
     pub via_injected: bool,
 }
 
-impl SpanRecord {
-    pub fn attr(&self, key: &str) -> Option<&Value> {
-        self.attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .map(|kv| &kv.value)
-    }
+/// A span on its way to the linker, with its hints.
+#[derive(Debug, Clone)]
+pub struct Unlinked {
+    pub span: SpanRecord,
+    pub hints: LinkHints,
 }
 
 /// Lowercase hex of ids.

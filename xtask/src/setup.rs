@@ -12,9 +12,10 @@ pub struct Peers {
     pub pip: &'static [&'static str],
 }
 
-/// The programs the tests talk to: servers and clients, an OTLP collector (rotel), a Prometheus
-/// parser, openssl for the TLS exporter test's certificates, and an application instrumented
-/// with the OpenTelemetry SDK (context propagation test).
+/// The programs the tests talk to: servers and clients (Redis: redis-server, redis-cli and
+/// redis-py), an OTLP collector (rotel), a Prometheus parser, openssl for the TLS exporter
+/// test's certificates, and an application instrumented with the OpenTelemetry SDK (context
+/// propagation test).
 pub const TEST_PEERS: Peers = Peers {
     debian: &[
         "nginx",
@@ -23,12 +24,15 @@ pub const TEST_PEERS: Peers = Peers {
         "util-linux",
         "openssl",
         "python3",
+        "redis-server",
+        "redis-tools",
     ],
     pip: &[
         "rotel",
         "prometheus-client",
         "opentelemetry-sdk",
         "opentelemetry-instrumentation-requests",
+        "redis",
     ],
 };
 

@@ -1,5 +1,6 @@
-//! Prometheus: RED metrics of the traced HTTP traffic (duration histograms named after the
-//! OpenTelemetry semantic conventions) and the agent's own counters, served on `/metrics`.
+//! Prometheus: RED metrics of the traced HTTP and database traffic (duration histograms named
+//! after the OpenTelemetry semantic conventions) and the agent's own counters, served on
+//! `/metrics`.
 //! Fed as an [`Exporter`] so it sees every span (sampling does not apply to metrics).
 
 use std::{
@@ -27,7 +28,7 @@ use super::{
 };
 use crate::{
     protocol::ParseError,
-    span::{SpanKind, SpanRecord, Value},
+    span::{SpanKind, SpanRecord, SpanSummary},
     stats::Stats,
 };
 
@@ -51,11 +52,31 @@ pub struct HttpLabels {
     pub http_route: String,
 }
 
+/// Bucket boundaries (seconds) the database semantic conventions advise for operation durations.
+pub const DB_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
+/// Distinct database operations kept per service; more go to `_OTHER`.
+pub const MAX_OPERATIONS_PER_SERVICE: usize = 100;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DbLabels {
+    pub service: String,
+    pub db_system_name: String,
+    pub db_operation_name: String,
+    /// Empty when the operation succeeded.
+    pub error_type: String,
+}
+
 fn new_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+fn new_db_histogram() -> Histogram {
+    Histogram::new(DB_BUCKETS)
+}
+
 type Durations = Family<HttpLabels, Histogram, fn() -> Histogram>;
+type DbDurations = Family<DbLabels, Histogram, fn() -> Histogram>;
 
 fn is_hex(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -110,27 +131,39 @@ fn method_label(m: &str) -> String {
     }
 }
 
-/// Routes seen per service, capped.
-#[derive(Default)]
+/// Routes (or operations) seen per service, capped.
 struct Routes {
     by_service: HashMap<String, HashSet<String>>,
+    max_per_service: usize,
 }
 
 impl Routes {
+    fn new(max_per_service: usize) -> Self {
+        Self {
+            by_service: HashMap::new(),
+            max_per_service,
+        }
+    }
+
     /// The (service, route) labels to use, within the caps.
     fn admit(&mut self, service: &str, route: String) -> (String, String) {
+        self.admit_as(service, &route, "/{other}")
+    }
+
+    /// The (service, value) labels to use, within the caps; `other` stands for values past them.
+    fn admit_as(&mut self, service: &str, value: &str, other: &str) -> (String, String) {
         if !self.by_service.contains_key(service) && self.by_service.len() >= MAX_SERVICES {
-            return ("{other}".into(), "/{other}".into());
+            return ("{other}".into(), other.into());
         }
-        let routes = self.by_service.entry(service.to_string()).or_default();
-        if routes.contains(&route) {
-            return (service.to_string(), route);
+        let values = self.by_service.entry(service.to_string()).or_default();
+        if values.contains(value) {
+            return (service.to_string(), value.to_string());
         }
-        if routes.len() >= MAX_ROUTES_PER_SERVICE {
-            return (service.to_string(), "/{other}".into());
+        if values.len() >= self.max_per_service {
+            return (service.to_string(), other.into());
         }
-        routes.insert(route.clone());
-        (service.to_string(), route)
+        values.insert(value.to_string());
+        (service.to_string(), value.to_string())
     }
 }
 
@@ -318,7 +351,10 @@ impl Collector for AgentCollector {
 pub struct PrometheusExporter {
     server: Durations,
     client: Durations,
+    db_client: DbDurations,
     routes: Routes,
+    /// Operations seen per service and database system, capped like routes.
+    operations: Routes,
     addr: SocketAddr,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -333,6 +369,7 @@ impl PrometheusExporter {
     ) -> std::io::Result<Self> {
         let server: Durations = Family::new_with_constructor(new_histogram);
         let client: Durations = Family::new_with_constructor(new_histogram);
+        let db_client: DbDurations = Family::new_with_constructor(new_db_histogram);
         let mut registry = Registry::default();
         registry.register(
             "http_server_request_duration_seconds",
@@ -343,6 +380,11 @@ impl PrometheusExporter {
             "http_client_request_duration_seconds",
             "Duration of HTTP client requests seen by tracer",
             client.clone(),
+        );
+        registry.register(
+            "db_client_operation_duration_seconds",
+            "Duration of database client operations seen by tracer",
+            db_client.clone(),
         );
         registry.register_collector(Box::new(AgentCollector { stats, exporters }));
         let std_listener = std::net::TcpListener::bind(addr)?;
@@ -356,7 +398,9 @@ impl PrometheusExporter {
         Ok(Self {
             server,
             client,
-            routes: Routes::default(),
+            db_client,
+            routes: Routes::new(MAX_ROUTES_PER_SERVICE),
+            operations: Routes::new(MAX_OPERATIONS_PER_SERVICE),
             addr: local,
             task: Some(task),
         })
@@ -367,31 +411,49 @@ impl PrometheusExporter {
     }
 
     fn record(&mut self, s: &SpanRecord) {
-        let Some(Value::Str(method)) = s.attr("http.request.method") else {
-            return;
-        };
-        let status = match s.attr("http.response.status_code") {
-            Some(Value::Int(c)) => c.to_string(),
-            _ => String::new(),
-        };
-        let route = match (s.attr("http.route"), s.attr("url.path")) {
-            (Some(Value::Str(r)), _) => route_of(r),
-            (_, Some(Value::Str(p))) => route_of(p),
-            _ => "/".into(),
-        };
-        let (service, http_route) = self.routes.admit(&s.process.service_name, route);
-        let labels = HttpLabels {
-            service,
-            http_request_method: method_label(method),
-            http_response_status_code: status,
-            http_route,
-        };
         let secs = s.end_unix_ns.saturating_sub(s.start_unix_ns) as f64 / 1e9;
-        let family = match s.kind {
-            SpanKind::Server => &self.server,
-            SpanKind::Client => &self.client,
-        };
-        family.get_or_create(&labels).observe(secs);
+        match &s.summary {
+            SpanSummary::Http {
+                method,
+                path,
+                status_code,
+            } => {
+                let (service, http_route) =
+                    self.routes.admit(&s.process.service_name, route_of(path));
+                let labels = HttpLabels {
+                    service,
+                    http_request_method: method_label(method),
+                    http_response_status_code: status_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
+                    http_route,
+                };
+                let family = match s.kind {
+                    SpanKind::Server => &self.server,
+                    SpanKind::Client => &self.client,
+                };
+                family.get_or_create(&labels).observe(secs);
+            }
+            SpanSummary::Db {
+                system,
+                operation,
+                error_type,
+            } => {
+                if s.kind != SpanKind::Client {
+                    return;
+                }
+                let (service, op) =
+                    self.operations
+                        .admit_as(&s.process.service_name, operation, "_OTHER");
+                let labels = DbLabels {
+                    service,
+                    db_system_name: (*system).to_string(),
+                    db_operation_name: op,
+                    error_type: error_type.clone().unwrap_or_default(),
+                };
+                self.db_client.get_or_create(&labels).observe(secs);
+            }
+        }
     }
 }
 

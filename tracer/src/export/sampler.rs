@@ -5,8 +5,8 @@
 //! agree without shared state:
 //! - `traceidratio`: on the trace id (the OpenTelemetry SDK rule: the low 63 bits of the id's
 //!   last 8 bytes against `ratio * 2^63`), so all spans of a trace are kept or left together;
-//! - `parentbased_*`: a span whose parent came from a request header (`traceparent` flags, or
-//!   B3's sampled flag) follows that flag; any other span (a root, or one whose parent tracer
+//! - `parentbased_*`: a span whose parent came from a request's context (`traceparent` flags,
+//!   B3's sampled flag...) follows that flag; any other span (a root, or one whose parent tracer
 //!   linked itself) uses the root sampler, which for the same trace id gives the same answer.
 
 use crate::span::{LinkKind, SpanRecord};
@@ -91,39 +91,12 @@ fn trace_id_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
     (u64::from_be_bytes(low) >> 1) < bound
 }
 
-/// The sampled flag the caller sent with the request, if the parent came from its headers.
+/// The sampled flag the caller sent with the request, if the parent came from its context.
 fn header_sampled_flag(span: &SpanRecord) -> Option<bool> {
     if !matches!(span.link, LinkKind::Header | LinkKind::Injected) {
         return None;
     }
-    for (name, value) in &span.context_headers {
-        let v = value.trim();
-        match name.as_str() {
-            "traceparent" => {
-                let flags = v.split('-').nth(3)?;
-                return u8::from_str_radix(flags.get(..2)?, 16)
-                    .ok()
-                    .map(|f| f & 1 == 1);
-            }
-            "x-b3-sampled" => return Some(v == "1" || v.eq_ignore_ascii_case("true")),
-            "b3" => {
-                // {trace}-{span}-{sampled}[-{parent}], or just the sampled flag.
-                let parts: Vec<&str> = v.split('-').collect();
-                let flag = if parts.len() == 1 {
-                    parts[0]
-                } else {
-                    parts.get(2)?
-                };
-                return match flag {
-                    "1" | "d" => Some(true),
-                    "0" => Some(false),
-                    _ => None,
-                };
-            }
-            _ => {}
-        }
-    }
-    None
+    span.parent_sampled
 }
 
 #[cfg(test)]
@@ -181,12 +154,9 @@ mod tests {
         let mut sp = span(1);
         sp.parent_span_id = Some([1; 8]);
         sp.link = LinkKind::Header;
-        sp.context_headers = vec![(
-            "traceparent".into(),
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into(),
-        )];
+        sp.parent_sampled = Some(false);
         assert!(!s.should_sample(&sp));
-        sp.context_headers[0].1 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
+        sp.parent_sampled = Some(true);
         assert!(Sampler::parse("parentbased_always_off", None)
             .unwrap()
             .should_sample(&sp));

@@ -8,7 +8,7 @@ use std::{
 use serde_json::{json, Map, Value as Json};
 
 use super::Exporter;
-use crate::span::{hex, SpanRecord, SpanStatus, Value};
+use crate::span::{hex, SpanRecord, SpanStatus, SpanSummary, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -113,12 +113,17 @@ pub fn span_line(s: &SpanRecord) -> String {
     let time = humantime::format_rfc3339_millis(
         std::time::UNIX_EPOCH + std::time::Duration::from_nanos(s.start_unix_ns),
     );
-    let status = match s.attr("http.response.status_code") {
-        Some(Value::Int(c)) => c.to_string(),
-        _ => match &s.status {
-            SpanStatus::Error { message } => message.clone(),
-            SpanStatus::Unset => "-".into(),
-        },
+    let status = match (&s.summary, &s.status) {
+        (
+            SpanSummary::Http {
+                status_code: Some(c),
+                ..
+            },
+            _,
+        ) => c.to_string(),
+        (_, SpanStatus::Error { message }) => message.clone(),
+        (SpanSummary::Db { .. }, SpanStatus::Unset) => "ok".into(),
+        (_, SpanStatus::Unset) => "-".into(),
     };
     let (ip, port) = s.endpoints.remote;
     format!(

@@ -7,7 +7,7 @@ use std::{
 
 use crate::{
     process::ProcessInfo,
-    span::{Endpoints, KeyValue, LinkKind, SpanKind, SpanRecord, SpanStatus},
+    span::{Endpoints, KeyValue, LinkKind, SpanKind, SpanRecord, SpanStatus, SpanSummary},
 };
 
 pub fn process(pid: u32, service: &str) -> Arc<ProcessInfo> {
@@ -41,6 +41,7 @@ pub fn span_of(process: Arc<ProcessInfo>, n: u32) -> SpanRecord {
         span_id,
         parent_span_id: None,
         link: LinkKind::Root,
+        parent_sampled: None,
         name: "GET".into(),
         kind: SpanKind::Server,
         start_unix_ns: start,
@@ -52,21 +53,16 @@ pub fn span_of(process: Arc<ProcessInfo>, n: u32) -> SpanRecord {
             KeyValue::new("http.response.status_code", 200i64),
             KeyValue::new("server.port", 8080u16),
         ],
+        summary: SpanSummary::Http {
+            method: "GET".into(),
+            path: format!("/users/{n}"),
+            status_code: Some(200),
+        },
         process,
         tid: 77,
-        conn_id: 1,
         endpoints: Endpoints {
             local: (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8080),
             remote: (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 50000),
         },
-        start_mono_ns: 0,
-        end_mono_ns: 1_000_000,
-        context_headers: Vec::new(),
-        exchange: Default::default(),
-        thread_parent: None,
-        conn_parent: None,
-        thread_use: crate::span::ThreadUse::Own,
-        kernel: None,
-        via_injected: false,
     }
 }

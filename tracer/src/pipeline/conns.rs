@@ -1,11 +1,16 @@
 //! Stage 2: connections. Keeps the connection table, turns data records into ordered segments
 //! per connection and direction (with what was not captured), and feeds the protocol parser.
 //! Reassembly and parsing share this stage because they share per-connection state. It also
-//! notes what trace linking needs: each exchange's number on its connection, the server request
+//! notes what trace linking needs, by the exchange ids the protocol reports: the server request
 //! its thread was serving when a client request started, and the other end of a connection when
-//! both ends are traced on this host.
+//! both ends are traced on this host. It never looks inside a protocol's records.
 
-use std::{collections::HashSet, num::NonZeroUsize, sync::Arc, time::Duration};
+use std::{
+    collections::{HashSet, VecDeque},
+    num::NonZeroUsize,
+    sync::Arc,
+    time::Duration,
+};
 
 use lru::LruCache;
 use tokio::sync::mpsc;
@@ -17,7 +22,7 @@ use crate::{
     conn::{comm_str, Conn, ConnMeta, ConnTable},
     context,
     process::ProcessCache,
-    protocol::{self, http1::Outcome, Direction, Message, ParseError, ParseOutput, Role, Segment},
+    protocol::{self, Direction, Outcome, ParseError, ParseOutput, Role, Segment, Started},
     span::{ExchangeKey, KernelIds},
     stats::Stats,
 };
@@ -57,59 +62,69 @@ fn kernel_ids(h: &DataHeader) -> Option<Option<KernelIds>> {
     }
 }
 
+/// Started exchanges remembered per connection for their completion (thread parents, kernel
+/// ids); beyond it the oldest are forgotten (their spans lose those hints, nothing else).
+const STARTED_REMEMBERED: usize = 4096;
+
+/// Remember `v` for exchange `id`, within the bound.
+fn remember<T>(list: &mut VecDeque<(u64, T)>, id: u64, v: T) {
+    if list.len() >= STARTED_REMEMBERED {
+        list.pop_front();
+    }
+    list.push_back((id, v));
+}
+
+/// Take what was remembered for exchange `id`. In-order protocols complete the oldest first, so
+/// the search usually stops at the front.
+fn take<T>(list: &mut VecDeque<(u64, T)>, id: u64) -> Option<T> {
+    let at = list.iter().position(|(i, _)| *i == id)?;
+    list.remove(at).map(|(_, v)| v)
+}
+
 impl Sink {
-    /// Move the scratch output of `conn` to `out`: number exchanges, attach linking hints, count
-    /// (and log once per kind) parse errors.
+    /// Move the scratch output of `conn` to `out`: note exchanges that started, attach linking
+    /// hints to finished ones, count (and log once per kind) parse errors.
     fn collect(&mut self, conn: &mut Conn, out: &mut Vec<Parsed>) {
         let meta = conn.meta.clone();
-        for message in self.scratch.messages.drain(..) {
+        for started in std::mem::take(&mut self.scratch.started) {
+            self.started(conn, started);
+        }
+        for record in self.scratch.messages.drain(..) {
+            let info = record.info();
             let exchange = ExchangeKey {
                 conn_id: meta.conn_id,
-                seq: conn.seq_done,
+                id: info.id,
             };
-            conn.seq_done += 1;
-            conn.seq_started = conn.seq_started.max(conn.seq_done);
-            let Message::Http1(ex) = &message;
-            while conn
-                .kernel_ids
-                .front()
-                .is_some_and(|(s, _)| *s < exchange.seq)
-            {
-                conn.kernel_ids.pop_front();
-            }
-            let kernel = match conn.kernel_ids.front() {
-                Some((s, _)) if *s == exchange.seq => conn.kernel_ids.pop_front().map(|(_, k)| k),
-                _ => None,
-            };
-            let via_injected = ex.role == Role::Server
-                && ex
-                    .request
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| k == "traceparent")
-                    .filter_map(|(_, v)| context::parse_traceparent(v))
-                    .any(|c| self.injected.contains(&c.span_id));
-            if matches!(ex.outcome, Outcome::Timeout | Outcome::Closed) {
+            let kernel = take(&mut conn.kernel_ids, info.id);
+            let via_injected = info.role == Role::Server
+                && record.context().is_some_and(|c| {
+                    c.format == context::Format::W3c && self.injected.contains(&c.span_id)
+                });
+            if info.outcome != Outcome::Complete {
                 self.stats.requests_unanswered.inc();
             }
-            if ex.truncated {
+            if info.truncated {
                 self.stats.exchanges_truncated.inc();
             }
-            let (thread_parent, conn_parent, thread_shared) = match ex.role {
-                Role::Client => (conn.thread_parents.pop_front().flatten(), None, false),
+            let (thread_parent, conn_parent, thread_shared) = match info.role {
+                Role::Client => (
+                    take(&mut conn.thread_parents, info.id).flatten(),
+                    None,
+                    false,
+                ),
                 _ => (
                     None,
                     conn.mirror.map(|m| ExchangeKey {
                         conn_id: m,
-                        seq: exchange.seq,
+                        id: info.id,
                     }),
                     self.threads
-                        .server_done(meta.tgid, ex.request_tid, exchange),
+                        .server_done(meta.tgid, info.request_tid, exchange),
                 ),
             };
             out.push(Parsed {
                 meta: meta.clone(),
-                message,
+                record,
                 exchange,
                 thread_parent,
                 conn_parent,
@@ -130,35 +145,27 @@ impl Sink {
         }
     }
 
-    /// Record requests that started with the last segment (moved by thread `tid`): server ones
-    /// as in flight on that thread, client ones with the one server request that thread was
-    /// serving, if exactly one (see `threads`).
-    fn note_starts(&mut self, conn: &mut Conn, tid: u32) {
-        let Some(parser) = conn.parser.as_ref() else {
-            return;
-        };
-        let started = conn.seq_done + parser.pending_count() as u64;
+    /// An exchange's request is complete: a server one is in flight on the thread that read it;
+    /// a client one gets the one server request its thread was serving, if exactly one (see
+    /// `threads`).
+    fn started(&mut self, conn: &mut Conn, s: Started) {
+        if let Some(k) = conn.kernel_next.take() {
+            remember(&mut conn.kernel_ids, s.id, k);
+        }
         let tgid = conn.meta.tgid;
-        while conn.seq_started < started {
-            let seq = conn.seq_started;
-            conn.seq_started += 1;
-            if let Some(k) = conn.kernel_next.take() {
-                conn.kernel_ids.push_back((seq, k));
+        match conn.meta.role {
+            Role::Server => {
+                let key = ExchangeKey {
+                    conn_id: conn.meta.conn_id,
+                    id: s.id,
+                };
+                self.threads.server_started(tgid, s.tid, key);
             }
-            match conn.meta.role {
-                Role::Server => {
-                    let key = ExchangeKey {
-                        conn_id: conn.meta.conn_id,
-                        seq,
-                    };
-                    self.threads.server_started(tgid, tid, key);
-                }
-                Role::Client => {
-                    let parent = self.threads.client_started(tgid, tid);
-                    conn.thread_parents.push_back(parent);
-                }
-                Role::Unknown => {}
+            Role::Client => {
+                let parent = self.threads.client_started(tgid, s.tid);
+                remember(&mut conn.thread_parents, s.id, parent);
             }
+            Role::Unknown => {}
         }
     }
 
@@ -279,7 +286,6 @@ impl ConnsStage {
             self.sink.threads.server_io(h.tgid, h.tid, h.conn_id);
         }
         self.sink.collect(conn, out);
-        self.sink.note_starts(conn, seg.tid);
     }
 
     /// Find the other end of `conn` among traced connections (both ends on this host, possibly

@@ -31,15 +31,15 @@ use tokio::sync::mpsc;
 use super::SpanRef;
 use crate::{
     clock::Clock,
-    context::{self, RemoteContext},
-    span::{ExchangeKey, KernelIds, LinkKind, SpanRecord, ThreadUse},
+    context::RemoteContext,
+    span::{ExchangeKey, KernelIds, LinkHints, LinkKind, SpanRecord, ThreadUse, Unlinked},
 };
 
 /// Timing slack when checking that a child lies inside its parent (same kernel clock).
 const TOLERANCE_NS: u64 = 1_000_000;
 
 struct Waiting {
-    span: SpanRecord,
+    span: Unlinked,
     link: LinkKind,
     /// A client span forwarding a context: linked by thread only if its parent received
     /// exactly this context, else by the header.
@@ -123,52 +123,53 @@ impl<R: Rng> Linker<R> {
     }
 
     /// Link one span; finished spans (this one and any it unblocks) are appended to `out`.
-    pub fn link(&mut self, mut span: SpanRecord, now: u64, out: &mut Vec<SpanRecord>) {
-        if span.thread_use == ThreadUse::Moved {
-            self.moved.put(span.process.pid, ());
+    pub fn link(&mut self, mut u: Unlinked, now: u64, out: &mut Vec<SpanRecord>) {
+        if u.hints.thread_use == ThreadUse::Moved {
+            self.moved.put(u.span.process.pid, ());
         }
-        if let Some(KernelIds::Injected { trace_id, span_id }) = span.kernel {
+        if let Some(KernelIds::Injected { trace_id, span_id }) = u.hints.kernel {
             // Downstream already has these ids: the span must carry them.
-            span.span_id = span_id;
-            self.node(span.exchange, out).span_id = span_id;
-            return self.link_injected(span, trace_id, now, out);
+            u.span.span_id = span_id;
+            self.node(u.hints.exchange, out).span_id = span_id;
+            return self.link_injected(u, trace_id, now, out);
         }
-        let received = context::extract(&span.context_headers);
-        let node = self.node(span.exchange, out);
-        span.span_id = node.span_id;
+        let received = u.hints.context;
+        let node = self.node(u.hints.exchange, out);
+        u.span.span_id = node.span_id;
         node.received = received;
         if let Some(ctx) = received {
-            if let (Some(pkey), None) = (span.thread_parent, span.conn_parent) {
-                return self.link_forwarded(span, ctx, pkey, now, out);
+            if let (Some(pkey), None) = (u.hints.thread_parent, u.hints.conn_parent) {
+                return self.link_forwarded(u, ctx, pkey, now, out);
             }
-            span.parent_span_id = Some(ctx.span_id);
-            let link = if span.via_injected {
+            u.span.parent_span_id = Some(ctx.span_id);
+            u.span.parent_sampled = Some(ctx.sampled);
+            let link = if u.hints.via_injected {
                 LinkKind::Injected
             } else {
                 LinkKind::Header
             };
-            return self.resolve(span, ctx.trace_id, link, out);
+            return self.resolve(u, ctx.trace_id, link, out);
         }
-        let parent = match (span.conn_parent, span.thread_parent) {
+        let parent = match (u.hints.conn_parent, u.hints.thread_parent) {
             (Some(p), _) => Some((p, LinkKind::Connection)),
             (None, Some(p)) => Some((p, LinkKind::Thread)),
             (None, None) => None,
         };
         let Some((pkey, link)) = parent else {
-            let t = self.root_trace(&span);
-            return self.resolve(span, t, LinkKind::Root, out);
+            let t = self.root_trace(&u);
+            return self.resolve(u, t, LinkKind::Root, out);
         };
-        let moved = self.moved.contains(&span.process.pid);
+        let moved = self.moved.contains(&u.span.process.pid);
         let pnode = self.node(pkey, out);
-        span.parent_span_id = Some(pnode.span_id);
+        u.span.parent_span_id = Some(pnode.span_id);
         match (pnode.trace_id, pnode.interval) {
-            (Some(trace), Some(iv)) if fits(&span, link, iv, pnode.own_thread, moved) => {
-                self.resolve(span, trace, link, out)
+            (Some(trace), Some(iv)) if fits(&u.hints, link, iv, pnode.own_thread, moved) => {
+                self.resolve(u, trace, link, out)
             }
-            (Some(_), _) => self.release_as_root(span, out),
+            (Some(_), _) => self.release_as_root(u, out),
             (None, _) => {
                 pnode.waiters.push(Waiting {
-                    span,
+                    span: u,
                     link,
                     forwarded: None,
                 });
@@ -183,27 +184,27 @@ impl<R: Rng> Linker<R> {
     /// unchanged), else linked by its header.
     fn link_forwarded(
         &mut self,
-        mut span: SpanRecord,
+        mut u: Unlinked,
         ctx: RemoteContext,
         pkey: ExchangeKey,
         now: u64,
         out: &mut Vec<SpanRecord>,
     ) {
-        let moved = self.moved.contains(&span.process.pid);
+        let moved = self.moved.contains(&u.span.process.pid);
         let pnode = self.node(pkey, out);
         match (pnode.trace_id, pnode.interval) {
             (Some(trace), Some(iv))
                 if pnode.received == Some(ctx)
-                    && fits(&span, LinkKind::Thread, iv, pnode.own_thread, moved) =>
+                    && fits(&u.hints, LinkKind::Thread, iv, pnode.own_thread, moved) =>
             {
-                span.parent_span_id = Some(pnode.span_id);
-                self.resolve(span, trace, LinkKind::Thread, out)
+                u.span.parent_span_id = Some(pnode.span_id);
+                self.resolve(u, trace, LinkKind::Thread, out)
             }
-            (Some(_), _) => self.release_as_header(span, ctx, out),
+            (Some(_), _) => self.release_as_header(u, ctx, out),
             (None, _) => {
-                span.parent_span_id = Some(pnode.span_id);
+                u.span.parent_span_id = Some(pnode.span_id);
                 pnode.waiters.push(Waiting {
-                    span,
+                    span: u,
                     link: LinkKind::Thread,
                     forwarded: Some(ctx),
                 });
@@ -218,23 +219,23 @@ impl<R: Rng> Linker<R> {
     /// the same trace (the kernel took the trace from that request), else it stays a root.
     fn link_injected(
         &mut self,
-        mut span: SpanRecord,
+        mut span: Unlinked,
         trace: [u8; 16],
         now: u64,
         out: &mut Vec<SpanRecord>,
     ) {
-        let Some(pkey) = span.thread_parent else {
+        let Some(pkey) = span.hints.thread_parent else {
             return self.resolve(span, trace, LinkKind::Root, out);
         };
         let pnode = self.node(pkey, out);
         match pnode.trace_id {
             Some(t) if t == trace => {
-                span.parent_span_id = Some(pnode.span_id);
+                span.span.parent_span_id = Some(pnode.span_id);
                 self.resolve(span, trace, LinkKind::Thread, out)
             }
             Some(_) => self.resolve(span, trace, LinkKind::Root, out),
             None => {
-                span.parent_span_id = Some(pnode.span_id);
+                span.span.parent_span_id = Some(pnode.span_id);
                 pnode.waiters.push(Waiting {
                     span,
                     link: LinkKind::Thread,
@@ -248,27 +249,23 @@ impl<R: Rng> Linker<R> {
 
     /// The trace a span starts when it has no parent: the kernel's, if it chose one (requests
     /// downstream carry it), else a new one.
-    fn root_trace(&mut self, span: &SpanRecord) -> [u8; 16] {
-        match span.kernel {
+    fn root_trace(&mut self, span: &Unlinked) -> [u8; 16] {
+        match span.hints.kernel {
             Some(KernelIds::Trace(t)) | Some(KernelIds::Injected { trace_id: t, .. }) => t,
             None => self.trace_id(),
         }
     }
 
-    fn release_as_root(&mut self, mut span: SpanRecord, out: &mut Vec<SpanRecord>) {
-        span.parent_span_id = None;
+    fn release_as_root(&mut self, mut span: Unlinked, out: &mut Vec<SpanRecord>) {
+        span.span.parent_span_id = None;
         let t = self.root_trace(&span);
         self.resolve(span, t, LinkKind::Root, out);
     }
 
-    fn release_as_header(
-        &mut self,
-        mut span: SpanRecord,
-        ctx: RemoteContext,
-        out: &mut Vec<SpanRecord>,
-    ) {
-        span.parent_span_id = Some(ctx.span_id);
-        self.resolve(span, ctx.trace_id, LinkKind::Header, out);
+    fn release_as_header(&mut self, mut u: Unlinked, ctx: RemoteContext, out: &mut Vec<SpanRecord>) {
+        u.span.parent_span_id = Some(ctx.span_id);
+        u.span.parent_sampled = Some(ctx.sampled);
+        self.resolve(u, ctx.trace_id, LinkKind::Header, out);
     }
 
     /// A waiting span whose parent will not come: linked by its own header if it has one.
@@ -282,18 +279,21 @@ impl<R: Rng> Linker<R> {
     /// Give `span` its trace, emit it, then release the children that waited for it.
     fn resolve(
         &mut self,
-        span: SpanRecord,
+        span: Unlinked,
         trace: [u8; 16],
         link: LinkKind,
         out: &mut Vec<SpanRecord>,
     ) {
         let mut stack = vec![(span, trace, link)];
-        while let Some((mut span, trace, link)) = stack.pop() {
+        while let Some((Unlinked { mut span, hints }, trace, link)) = stack.pop() {
             span.trace_id = trace;
             span.link = link;
-            let iv = (span.start_mono_ns, span.end_mono_ns);
-            let own = span.thread_use == ThreadUse::Own;
-            let (waiters, received) = match self.nodes.get_mut(&span.exchange) {
+            if !matches!(link, LinkKind::Header | LinkKind::Injected) {
+                span.parent_sampled = None;
+            }
+            let iv = (hints.start_mono_ns, hints.end_mono_ns);
+            let own = hints.thread_use == ThreadUse::Own;
+            let (waiters, received) = match self.nodes.get_mut(&hints.exchange) {
                 Some(n) => {
                     n.trace_id = Some(trace);
                     n.interval = Some(iv);
@@ -304,21 +304,22 @@ impl<R: Rng> Linker<R> {
             };
             out.push(span);
             for w in waiters {
-                let moved = self.moved.contains(&w.span.process.pid);
-                let linked = match w.span.kernel {
+                let moved = self.moved.contains(&w.span.span.process.pid);
+                let linked = match w.span.hints.kernel {
                     Some(KernelIds::Injected { trace_id, .. }) => trace_id == trace,
-                    _ => fits(&w.span, w.link, iv, own, moved),
+                    _ => fits(&w.span.hints, w.link, iv, own, moved),
                 };
                 let linked = linked && w.forwarded.is_none_or(|c| received == Some(c));
                 if linked {
                     stack.push((w.span, trace, w.link));
                 } else if let Some(ctx) = w.forwarded {
                     let mut child = w.span;
-                    child.parent_span_id = Some(ctx.span_id);
+                    child.span.parent_span_id = Some(ctx.span_id);
+                    child.span.parent_sampled = Some(ctx.sampled);
                     stack.push((child, ctx.trace_id, LinkKind::Header));
                 } else {
                     let mut child = w.span;
-                    child.parent_span_id = None;
+                    child.span.parent_span_id = None;
                     let t = self.root_trace(&child);
                     stack.push((child, t, LinkKind::Root));
                 }
@@ -352,19 +353,19 @@ impl<R: Rng> Linker<R> {
 }
 
 /// Whether the child span lies within its parent's interval (with slack).
-fn inside(child: &SpanRecord, (start, end): (u64, u64)) -> bool {
+fn inside(child: &LinkHints, (start, end): (u64, u64)) -> bool {
     child.start_mono_ns.saturating_add(TOLERANCE_NS) >= start
         && child.end_mono_ns <= end.saturating_add(TOLERANCE_NS)
 }
 
 /// Whether `child` may be linked (by `link`) to a parent with interval `iv` whose thread served
 /// it alone (`own_thread`); `moved`: the child's process moves requests between threads.
-fn fits(child: &SpanRecord, link: LinkKind, iv: (u64, u64), own_thread: bool, moved: bool) -> bool {
+fn fits(child: &LinkHints, link: LinkKind, iv: (u64, u64), own_thread: bool, moved: bool) -> bool {
     inside(child, iv) && (link != LinkKind::Thread || (own_thread && !moved))
 }
 
 pub async fn run(
-    mut spans_to_link: mpsc::Receiver<Vec<SpanRecord>>,
+    mut spans_to_link: mpsc::Receiver<Vec<Unlinked>>,
     link_to_export: mpsc::Sender<Vec<SpanRef>>,
     hold: Duration,
     stats: Arc<crate::stats::Stats>,
@@ -414,37 +415,42 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
-    use crate::span::{Endpoints, SpanKind, SpanStatus};
+    use crate::span::{Endpoints, SpanKind, SpanStatus, SpanSummary};
 
-    fn span(conn: u64, seq: u64, kind: SpanKind, start: u64, end: u64) -> SpanRecord {
+    /// A span of exchange `id` on connection `conn`; its thread id is `conn`, to tell spans apart.
+    fn span(conn: u64, id: u64, kind: SpanKind, start: u64, end: u64) -> Unlinked {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        SpanRecord {
-            trace_id: [0; 16],
-            span_id: [0; 8],
-            parent_span_id: None,
-            link: LinkKind::Root,
-            name: "GET /".into(),
-            kind,
-            start_unix_ns: start,
-            end_unix_ns: end,
-            status: SpanStatus::Unset,
-            attributes: vec![],
-            process: Default::default(),
-            tid: 1,
-            conn_id: conn,
-            endpoints: Endpoints {
-                local: (ip, 1),
-                remote: (ip, 2),
+        Unlinked {
+            span: SpanRecord {
+                trace_id: [0; 16],
+                span_id: [0; 8],
+                parent_span_id: None,
+                link: LinkKind::Root,
+                parent_sampled: None,
+                name: "GET /".into(),
+                kind,
+                start_unix_ns: start,
+                end_unix_ns: end,
+                status: SpanStatus::Unset,
+                attributes: vec![],
+                summary: SpanSummary::Http {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    status_code: Some(200),
+                },
+                process: Default::default(),
+                tid: conn as u32,
+                endpoints: Endpoints {
+                    local: (ip, 1),
+                    remote: (ip, 2),
+                },
             },
-            start_mono_ns: start,
-            end_mono_ns: end,
-            context_headers: vec![],
-            exchange: ExchangeKey { conn_id: conn, seq },
-            thread_parent: None,
-            conn_parent: None,
-            thread_use: ThreadUse::Own,
-            kernel: None,
-            via_injected: false,
+            hints: LinkHints {
+                exchange: ExchangeKey { conn_id: conn, id },
+                start_mono_ns: start,
+                end_mono_ns: end,
+                ..LinkHints::default()
+            },
         }
     }
 
@@ -456,8 +462,8 @@ mod tests {
         )
     }
 
-    fn key(conn: u64, seq: u64) -> ExchangeKey {
-        ExchangeKey { conn_id: conn, seq }
+    fn key(conn: u64, id: u64) -> ExchangeKey {
+        ExchangeKey { conn_id: conn, id }
     }
 
     #[test]
@@ -466,11 +472,11 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut py = span(4, 0, SpanKind::Server, 40, 50);
-        py.conn_parent = Some(key(3, 0));
+        py.hints.conn_parent = Some(key(3, 0));
         let mut ngc = span(3, 0, SpanKind::Client, 30, 60);
-        ngc.thread_parent = Some(key(2, 0));
+        ngc.hints.thread_parent = Some(key(2, 0));
         let mut ngs = span(2, 0, SpanKind::Server, 20, 70);
-        ngs.conn_parent = Some(key(1, 0));
+        ngs.hints.conn_parent = Some(key(1, 0));
         let curl = span(1, 0, SpanKind::Client, 10, 80);
         l.link(py, 0, &mut out);
         l.link(ngc, 0, &mut out);
@@ -478,7 +484,7 @@ mod tests {
         assert!(out.is_empty(), "children wait for their parents");
         l.link(curl, 0, &mut out);
         assert_eq!(out.len(), 4);
-        let by = |c: u64| out.iter().find(|s| s.conn_id == c).unwrap();
+        let by = |c: u64| out.iter().find(|s| s.tid == c as u32).unwrap();
         let trace = by(1).trace_id;
         assert!(out.iter().all(|s| s.trace_id == trace));
         assert_eq!(by(1).link, LinkKind::Root);
@@ -496,15 +502,15 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut child = span(2, 0, SpanKind::Server, 100_000_000, 200_000_000);
-        child.conn_parent = Some(key(1, 0));
+        child.hints.conn_parent = Some(key(1, 0));
         l.link(child, 0, &mut out);
         l.link(span(1, 0, SpanKind::Client, 10, 20), 0, &mut out);
-        let c = out.iter().find(|s| s.conn_id == 2).unwrap();
+        let c = out.iter().find(|s| s.tid == 2).unwrap();
         assert_eq!(c.link, LinkKind::Root);
         assert_eq!(c.parent_span_id, None);
         assert_ne!(
             c.trace_id,
-            out.iter().find(|s| s.conn_id == 1).unwrap().trace_id
+            out.iter().find(|s| s.tid == 1).unwrap().trace_id
         );
     }
 
@@ -513,7 +519,7 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut child = span(2, 0, SpanKind::Server, 10, 20);
-        child.conn_parent = Some(key(1, 0));
+        child.hints.conn_parent = Some(key(1, 0));
         l.link(child, 1_000, &mut out);
         l.expire(1_000 + 4_000_000_000, &mut out);
         assert!(out.is_empty());
@@ -529,11 +535,10 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut s = span(1, 0, SpanKind::Server, 10, 20);
-        s.context_headers = vec![(
-            "traceparent".into(),
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
-        )];
-        s.conn_parent = Some(key(9, 0));
+        s.hints.context = crate::context::parse_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        s.hints.conn_parent = Some(key(9, 0));
         l.link(s, 0, &mut out);
         assert_eq!(out[0].link, LinkKind::Header);
         assert_eq!(out[0].trace_id[0], 0x4b);
@@ -552,14 +557,12 @@ mod tests {
         );
         let mut out = vec![];
         let mut child = span(2, 0, SpanKind::Server, 10, 20);
-        child.conn_parent = Some(key(1, 0));
+        child.hints.conn_parent = Some(key(1, 0));
         l.link(child, 0, &mut out);
         for c in 10..20 {
             l.link(span(c, 0, SpanKind::Client, 1, 2), 0, &mut out);
         }
-        assert!(out
-            .iter()
-            .any(|s| s.conn_id == 2 && s.link == LinkKind::Root));
+        assert!(out.iter().any(|s| s.tid == 2 && s.link == LinkKind::Root));
         assert_eq!(out.len(), 11);
     }
 
@@ -568,12 +571,12 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut child = span(2, 0, SpanKind::Client, 20, 30);
-        child.thread_parent = Some(key(1, 0));
+        child.hints.thread_parent = Some(key(1, 0));
         l.link(child, 0, &mut out);
         let mut parent = span(1, 0, SpanKind::Server, 10, 40);
-        parent.thread_use = parent_use;
+        parent.hints.thread_use = parent_use;
         l.link(parent, 0, &mut out);
-        out.into_iter().find(|s| s.conn_id == 2).unwrap()
+        out.into_iter().find(|s| s.tid == 2).unwrap()
     }
 
     #[test]
@@ -595,18 +598,18 @@ mod tests {
         let mut out = vec![];
         // A request of the process answered on another thread than the one that read it...
         let mut moved = span(9, 0, SpanKind::Server, 1, 2);
-        moved.thread_use = ThreadUse::Moved;
+        moved.hints.thread_use = ThreadUse::Moved;
         l.link(moved, 0, &mut out);
         // ...so a later thread parent that looked served alone is not trusted either.
         let mut child = span(2, 0, SpanKind::Client, 20, 30);
-        child.thread_parent = Some(key(1, 0));
+        child.hints.thread_parent = Some(key(1, 0));
         l.link(child, 0, &mut out);
         l.link(span(1, 0, SpanKind::Server, 10, 40), 0, &mut out);
-        let c = out.iter().find(|s| s.conn_id == 2).unwrap();
+        let c = out.iter().find(|s| s.tid == 2).unwrap();
         assert_eq!((c.link, c.parent_span_id), (LinkKind::Root, None));
         // Connection links are not affected.
         let mut server = span(3, 0, SpanKind::Server, 21, 29);
-        server.conn_parent = Some(key(2, 0));
+        server.hints.conn_parent = Some(key(2, 0));
         l.link(server, 0, &mut out);
         assert_eq!(out.last().unwrap().link, LinkKind::Connection);
     }
@@ -615,10 +618,8 @@ mod tests {
     const NEW_SPAN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
     const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 
-    fn with_context(mut s: SpanRecord, traceparent: Option<&str>) -> SpanRecord {
-        s.context_headers = traceparent
-            .map(|t| vec![("traceparent".to_owned(), t.to_owned())])
-            .unwrap_or_default();
+    fn with_context(mut s: Unlinked, traceparent: Option<&str>) -> Unlinked {
+        s.hints.context = traceparent.and_then(crate::context::parse_traceparent);
         s
     }
 
@@ -640,9 +641,9 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut parent = with_context(span(1, 0, SpanKind::Server, 10, 40), served);
-        parent.thread_use = parent_use;
+        parent.hints.thread_use = parent_use;
         let mut child = with_context(span(2, 0, SpanKind::Client, 20, 30), Some(sent));
-        child.thread_parent = Some(key(1, 0));
+        child.hints.thread_parent = Some(key(1, 0));
         if parent_first {
             l.link(parent, 0, &mut out);
             l.link(child, 0, &mut out);
@@ -651,9 +652,9 @@ mod tests {
             assert!(out.is_empty(), "the child waits for its possible parent");
             l.link(parent, 0, &mut out);
         }
-        let by = |c: u64| out.iter().find(|s| s.conn_id == c).unwrap();
+        let by = |c: u32| out.iter().find(|s| s.tid == c).unwrap();
         let (p, c) = (by(1), by(2));
-        let ctx = context::parse_traceparent(sent).unwrap();
+        let ctx = crate::context::parse_traceparent(sent).unwrap();
         assert_eq!(c.link, want);
         assert_eq!(c.trace_id, ctx.trace_id);
         let parent_id = match want {
@@ -668,10 +669,10 @@ mod tests {
         let mut l = linker();
         let mut out = vec![];
         let mut child = with_context(span(2, 0, SpanKind::Client, 20, 30), Some(SERVED));
-        child.thread_parent = Some(key(1, 0));
+        child.hints.thread_parent = Some(key(1, 0));
         l.link(child, 1_000, &mut out);
         l.expire(1_000 + 5_000_000_001, &mut out);
-        let ctx = context::parse_traceparent(SERVED).unwrap();
+        let ctx = crate::context::parse_traceparent(SERVED).unwrap();
         assert_eq!(
             (out[0].link, out[0].trace_id, out[0].parent_span_id),
             (LinkKind::Header, ctx.trace_id, Some(ctx.span_id))

@@ -42,11 +42,11 @@ pub struct DataEvent {
     pub bytes: Bytes,
 }
 
-/// A parsed protocol message with its connection and what linking needs to know.
-#[derive(Debug, Clone)]
+/// A finished exchange with its connection and what linking needs to know.
+#[derive(Debug)]
 pub struct Parsed {
     pub meta: Arc<ConnMeta>,
-    pub message: Message,
+    pub record: Message,
     pub exchange: ExchangeKey,
     pub thread_parent: Option<ExchangeKey>,
     pub conn_parent: Option<ExchangeKey>,

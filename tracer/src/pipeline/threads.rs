@@ -87,7 +87,7 @@ mod tests {
     use super::*;
 
     fn key(conn_id: u64, seq: u64) -> ExchangeKey {
-        ExchangeKey { conn_id, seq }
+        ExchangeKey { conn_id, id: seq }
     }
 
     #[test]

@@ -51,7 +51,16 @@
 
 use std::collections::VecDeque;
 
-use super::{ConnParser, Direction, Message, ParseError, ParseOutput, Protocol, Role, Segment};
+use super::{
+    ConnParser, Direction, ExchangeInfo, ExchangeRecord, ParseError, ParseOutput, Protocol, Role,
+    Segment, Started,
+};
+use crate::{
+    clock::Clock,
+    conn::ConnMeta,
+    context::{self, RemoteContext},
+    span::{KeyValue, SpanOptions, SpanRecord, SpanStatus, SpanSummary},
+};
 
 /// Most bytes buffered for one head (start line and header section), and for one trailer section.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -116,16 +125,7 @@ pub struct ResponseHead {
     pub headers: Vec<(String, String)>,
 }
 
-/// How an exchange ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A whole response was seen.
-    Complete,
-    /// No response came before the pending timeout.
-    Timeout,
-    /// The connection closed before a (whole) response.
-    Closed,
-}
+pub use super::Outcome;
 
 /// One request with its response, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -924,6 +924,8 @@ struct Pending {
     count: u64,
     role: Role,
     head: RequestHead,
+    /// Trace context of the request's headers.
+    context: Option<RemoteContext>,
     start_ns: u64,
     tid: u32,
     body_size: u64,
@@ -1094,8 +1096,8 @@ impl ConnParser for Http1Conn {
     }
 }
 
-fn emit(out: &mut ParseOutput, exchange: Exchange) {
-    out.messages.push(Message::Http1(exchange));
+fn emit(out: &mut ParseOutput, record: Record) {
+    out.messages.push(Box::new(record));
 }
 
 fn exchange(
@@ -1105,27 +1107,31 @@ fn exchange(
     end_ns: u64,
     response_tid: u32,
     outcome: Outcome,
-) -> Exchange {
-    Exchange {
-        role: p.role,
-        request: p.head,
-        response,
-        request_body_size: p.body_size,
-        response_body_size,
-        start_ns: p.start_ns,
-        end_ns,
-        request_tid: p.tid,
-        response_tid,
-        outcome,
-        truncated: p.truncated,
+) -> Record {
+    Record {
+        id: p.seq,
+        context: p.context,
+        exchange: Exchange {
+            role: p.role,
+            request: p.head,
+            response,
+            request_body_size: p.body_size,
+            response_body_size,
+            start_ns: p.start_ns,
+            end_ns,
+            request_tid: p.tid,
+            response_tid,
+            outcome,
+            truncated: p.truncated,
+        },
     }
 }
 
 /// `p` answered (wholly or up to a close) by `r`.
-fn answered(p: Pending, r: ResponseProgress, end_ns: u64, outcome: Outcome) -> Exchange {
+fn answered(p: Pending, r: ResponseProgress, end_ns: u64, outcome: Outcome) -> Record {
     let truncated = r.truncated;
     let mut x = exchange(p, Some(r.head), r.body_size, end_ns, r.tid, outcome);
-    x.truncated |= truncated;
+    x.exchange.truncated |= truncated;
     x
 }
 
@@ -1471,10 +1477,19 @@ impl Http1Conn {
             (false, Ok(Some(n))) => n,
             _ => 0,
         };
+        // A placeholder gives no span: nothing is remembered for it downstream.
+        if !no_room {
+            out.started.push(Started {
+                id: seq,
+                tid: acc.tid,
+                ts: acc.start_ns,
+            });
+        }
         self.push_pending(Pending {
             seq,
             count: 1,
             role: self.role,
+            context: context::extract(&req.head.headers),
             is_head: req.head.method == "HEAD",
             is_connect,
             switches,
@@ -1740,6 +1755,192 @@ impl Http1Conn {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Spans
+
+/// One finished exchange as the pipeline gets it: the exchange, its id on the connection and
+/// the trace context its request carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: u64,
+    pub context: Option<RemoteContext>,
+    pub exchange: Exchange,
+}
+
+/// `a=1&b=2` -> `a=REDACTED&b=REDACTED`: query values often hold tokens.
+pub fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) => format!("{k}=REDACTED"),
+            None => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Host and optional port of a Host header (`[v6]:port`, `name:port`, `name`).
+fn split_host(h: &str) -> (&str, Option<u16>) {
+    let h = h.trim();
+    if let Some(rest) = h.strip_prefix('[') {
+        if let Some((host, tail)) = rest.split_once(']') {
+            return (host, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => match port.parse() {
+            Ok(p) => (host, Some(p)),
+            Err(_) => (h, None),
+        },
+        _ => (h, None),
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+impl ExchangeRecord for Record {
+    fn info(&self) -> ExchangeInfo {
+        let x = &self.exchange;
+        ExchangeInfo {
+            id: self.id,
+            role: x.role,
+            start_ns: x.start_ns,
+            end_ns: x.end_ns,
+            request_tid: x.request_tid,
+            response_tid: x.response_tid,
+            outcome: x.outcome,
+            truncated: x.truncated,
+        }
+    }
+
+    fn context(&self) -> Option<RemoteContext> {
+        self.context
+    }
+
+    /// Attribute names of the stable HTTP semantic conventions.
+    fn to_span(&self, conn: &ConnMeta, clock: &Clock, opts: SpanOptions) -> SpanRecord {
+        let ex = &self.exchange;
+        let req = &ex.request;
+        let summary = SpanSummary::Http {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            status_code: ex.response.as_ref().map(|r| r.status),
+        };
+        let mut span = SpanRecord::new(
+            &self.info(),
+            conn,
+            clock,
+            format!("{} {}", req.method, req.path),
+            summary,
+        );
+        let server = ex.role != Role::Client;
+        let a = &mut span.attributes;
+        a.push(KeyValue::new("http.request.method", req.method.as_str()));
+        a.push(KeyValue::new("url.path", req.path.as_str()));
+        if let Some(q) = &req.query {
+            let q = if opts.show_query_values {
+                q.clone()
+            } else {
+                redact_query(q)
+            };
+            a.push(KeyValue::new("url.query", q));
+        }
+        let (local, remote) = (conn.endpoints.local, conn.endpoints.remote);
+        let host = header(&req.headers, "host").map(split_host);
+        if server {
+            let addr = host.map_or_else(|| local.0.to_string(), |(h, _)| h.to_string());
+            a.push(KeyValue::new("server.address", addr));
+            a.push(KeyValue::new(
+                "server.port",
+                host.and_then(|(_, p)| p).unwrap_or(local.1),
+            ));
+            a.push(KeyValue::new("client.address", remote.0.to_string()));
+            a.push(KeyValue::new("client.port", remote.1));
+        } else {
+            let addr = host.map_or_else(|| remote.0.to_string(), |(h, _)| h.to_string());
+            a.push(KeyValue::new("server.address", addr));
+            a.push(KeyValue::new("server.port", remote.1));
+        }
+        a.push(KeyValue::new("network.peer.address", remote.0.to_string()));
+        a.push(KeyValue::new("network.peer.port", remote.1));
+        a.push(KeyValue::new("network.protocol.name", "http"));
+        a.push(KeyValue::new(
+            "network.protocol.version",
+            if req.version_minor == 0 { "1.0" } else { "1.1" },
+        ));
+        if let Some(ua) = header(&req.headers, "user-agent") {
+            a.push(KeyValue::new("user_agent.original", ua));
+        }
+        a.push(KeyValue::new(
+            "http.request.body.size",
+            ex.request_body_size,
+        ));
+        if ex.truncated {
+            // Attributes from headers past the cut are missing; body sizes are the declared ones.
+            a.push(KeyValue::new("tracer.truncated", true));
+        }
+        span.status = match (&ex.response, ex.outcome) {
+            (Some(resp), _) => {
+                a.push(KeyValue::new("http.response.status_code", resp.status));
+                a.push(KeyValue::new(
+                    "http.response.body.size",
+                    ex.response_body_size,
+                ));
+                let failed = resp.status >= 500 || (!server && resp.status >= 400);
+                if failed {
+                    a.push(KeyValue::new("error.type", resp.status.to_string()));
+                    SpanStatus::Error {
+                        message: format!("HTTP {}", resp.status),
+                    }
+                } else {
+                    SpanStatus::Unset
+                }
+            }
+            (None, Outcome::Timeout) => {
+                a.push(KeyValue::new("error.type", "timeout"));
+                SpanStatus::Error {
+                    message: "no response before the request timeout".into(),
+                }
+            }
+            (None, _) => {
+                a.push(KeyValue::new("error.type", "connection_closed"));
+                SpanStatus::Error {
+                    message: "connection closed before a response".into(),
+                }
+            }
+        };
+        span
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    #[rstest]
+    #[case("a=1&b=&c", "a=REDACTED&b=REDACTED&c")]
+    #[case("token", "token")]
+    fn redacts_values_only(#[case] q: &str, #[case] want: &str) {
+        assert_eq!(redact_query(q), want);
+    }
+
+    #[rstest]
+    #[case("example.com:8080", ("example.com", Some(8080)))]
+    #[case("example.com", ("example.com", None))]
+    #[case("[::1]:80", ("::1", Some(80)))]
+    #[case("::1", ("::1", None))]
+    #[case("h:notaport", ("h:notaport", None))]
+    fn host_header_forms(#[case] h: &str, #[case] want: (&str, Option<u16>)) {
+        assert_eq!(split_host(h), want);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -1804,12 +2005,9 @@ mod tests {
         }
     }
 
-    fn http1_exchange(m: Message) -> Option<Exchange> {
-        match m {
-            Message::Http1(x) => Some(x),
-            #[allow(unreachable_patterns)] // other protocols' messages
-            _ => None,
-        }
+    fn http1_exchange(m: super::super::Message) -> Option<Exchange> {
+        let any: Box<dyn std::any::Any> = m;
+        any.downcast::<Record>().ok().map(|r| r.exchange)
     }
 
     /// `ts_enter` and `ts_exit` of the k-th segment.
@@ -3510,35 +3708,7 @@ mod tests {
 
     // ---- DeepFlow corpus (tracer/tests/data/deepflow, see SOURCE.md there) -------------------
 
-    /// TCP payloads of a classic little-endian Ethernet/IPv4 pcap: (dst port, ts ns, payload).
-    fn pcap_payloads(pcap: &[u8]) -> Vec<(u16, u64, Vec<u8>)> {
-        let u16be = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-        let u32le = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-        let ns_per_unit = match u32le(pcap, 0) {
-            0xa1b2_c3d4 => 1_000,
-            0xa1b2_3c4d => 1,
-            magic => panic!("unsupported pcap magic {magic:#x}"),
-        };
-        let mut payloads = Vec::new();
-        let mut at = 24;
-        while at + 16 <= pcap.len() {
-            let ts = u64::from(u32le(pcap, at)) * 1_000_000_000
-                + u64::from(u32le(pcap, at + 4)) * ns_per_unit;
-            let len = u32le(pcap, at + 8) as usize;
-            let frame = &pcap[at + 16..at + 16 + len];
-            at += 16 + len;
-            let ip = &frame[14..];
-            if u16be(frame, 12) != 0x0800 || ip[9] != 6 {
-                continue;
-            }
-            let tcp = &ip[usize::from(ip[0] & 0x0f) * 4..usize::from(u16be(ip, 2))];
-            let payload = &tcp[usize::from(tcp[12] >> 4) * 4..];
-            if !payload.is_empty() {
-                payloads.push((u16be(tcp, 2), ts, payload.to_vec()));
-            }
-        }
-        payloads
-    }
+    use crate::protocol::pcap::payloads as pcap_payloads;
 
     /// Replays a one-connection capture as the server (the first packet goes to the server),
     /// one segment per TCP payload, then closes.

@@ -2,6 +2,18 @@
 //! captured byte streams; adding a protocol is one module plus one line in [`PROTOCOLS`].
 
 pub mod http1;
+#[cfg(test)]
+pub(crate) mod pcap;
+pub mod redis;
+
+use std::{any::Any, fmt};
+
+use crate::{
+    clock::Clock,
+    conn::ConnMeta,
+    context::RemoteContext,
+    span::{SpanOptions, SpanRecord},
+};
 
 /// Which way bytes moved, seen from the traced process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,15 +88,69 @@ impl ParseError {
     }
 }
 
-/// What a protocol parser hands to span building.
-#[derive(Debug, Clone)]
-pub enum Message {
-    Http1(http1::Exchange),
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A whole answer was seen.
+    Complete,
+    /// No answer came before the request timeout.
+    Timeout,
+    /// The connection closed before a (whole) answer.
+    Closed,
 }
 
-/// Output sink of a parser: finished messages and errors met on the way.
+/// An exchange whose request is complete: reported by the parser as soon as it knows, so the
+/// connection stage can note what the thread was doing when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// The exchange's identity on its connection, chosen by the protocol: the sequence number
+    /// for in-order protocols (HTTP/1, RESP), the stream id for multiplexed ones. Both ends of a
+    /// connection number alike, which is what pairs them.
+    pub id: u64,
+    /// Thread that moved the request's first byte.
+    pub tid: u32,
+    /// Monotonic ns of the request's first byte.
+    pub ts: u64,
+}
+
+/// What every finished exchange tells the pipeline, whatever its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeInfo {
+    /// As in [`Started::id`].
+    pub id: u64,
+    /// Resolved role of the traced process (never `Unknown`).
+    pub role: Role,
+    /// Monotonic ns: the request's first byte and the answer's last one (or the timeout/close).
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Thread that moved the request's first byte, and the answer's first byte (0 if none).
+    pub request_tid: u32,
+    pub response_tid: u32,
+    /// Part of the exchange was not captured (a head past the capture, a reply cut short): its
+    /// span is marked `tracer.truncated` and counted.
+    pub truncated: bool,
+    pub outcome: Outcome,
+}
+
+/// A finished exchange of one protocol, typed: it knows how to become a span.
+pub trait ExchangeRecord: Any + Send + fmt::Debug {
+    fn info(&self) -> ExchangeInfo;
+    /// Trace context the request carried (extracted once, at parse time).
+    fn context(&self) -> Option<RemoteContext> {
+        None
+    }
+    /// The exported span: name, attributes, status and typed summary; ids and parent are the
+    /// linker's.
+    fn to_span(&self, conn: &ConnMeta, clock: &Clock, opts: SpanOptions) -> SpanRecord;
+}
+
+/// What a protocol parser hands to span building.
+pub type Message = Box<dyn ExchangeRecord>;
+
+/// Output sink of a parser: exchanges started and finished, and errors met on the way.
 #[derive(Debug, Default)]
 pub struct ParseOutput {
+    pub started: Vec<Started>,
     pub messages: Vec<Message>,
     pub errors: Vec<ParseError>,
 }
@@ -99,10 +165,6 @@ pub trait ConnParser: Send {
     fn expire(&mut self, now: u64, timeout_ns: u64, out: &mut ParseOutput);
     /// Whether requests are still waiting for their responses.
     fn has_pending(&self) -> bool;
-    /// How many requests have started (head complete) and not yet been reported.
-    fn pending_count(&self) -> usize {
-        usize::from(self.has_pending())
-    }
 }
 
 /// A protocol: recognises its first bytes and makes parsers.
@@ -114,7 +176,7 @@ pub trait Protocol: Sync {
 }
 
 /// Registered protocols, tried in order.
-pub static PROTOCOLS: &[&dyn Protocol] = &[&http1::Http1];
+pub static PROTOCOLS: &[&dyn Protocol] = &[&http1::Http1, &redis::Redis];
 
 /// The first protocol that recognises `first`.
 pub fn detect(first: &[u8], dir: Direction, role: Role) -> Option<&'static dyn Protocol> {

@@ -17,7 +17,7 @@ use crate::{
         testutil::{process, span_of},
     },
     process::ProcessInfo,
-    span::{KeyValue as Kv, LinkKind, SpanKind as Kind, SpanRecord, SpanStatus},
+    span::{KeyValue as Kv, LinkKind, SpanKind as Kind, SpanRecord, SpanStatus, SpanSummary},
     stats::Stats,
 };
 
@@ -90,6 +90,11 @@ pub fn sample_spans() -> Vec<Arc<SpanRecord>> {
             Kv::new("http.request.method", "POST"),
             Kv::new("url.path", "/charge"),
         ];
+        s.summary = SpanSummary::Http {
+            method: "POST".into(),
+            path: "/charge".into(),
+            status_code: None,
+        };
         spans.push(Arc::new(s));
     }
     spans

@@ -10,7 +10,7 @@ use crate::{
         testutil::{process, span, span_of},
         Exporter,
     },
-    span::{KeyValue as Kv, SpanRecord},
+    span::{SpanRecord, SpanSummary},
     stats::Stats,
 };
 
@@ -165,17 +165,22 @@ fn metrics_endpoint() {
     let many: Vec<Arc<SpanRecord>> = (0..MAX_ROUTES_PER_SERVICE as u32 + 50)
         .map(|i| {
             let mut s = span_of(crawler.clone(), i);
-            s.attributes = vec![
-                Kv::new("http.request.method", "FOO"),
-                Kv::new("url.path", format!("/page-x{i}y")),
-            ];
+            s.summary = SpanSummary::Http {
+                method: "FOO".into(),
+                path: format!("/page-x{i}y"),
+                status_code: None,
+            };
             Arc::new(s)
         })
         .collect();
     p.export(&many);
-    // Non-HTTP spans (no method) are not measured.
+    // Database server spans are not measured (the database metric is the client's).
     let mut odd = span(99);
-    odd.attributes.clear();
+    odd.summary = SpanSummary::Db {
+        system: "redis",
+        operation: "GET".into(),
+        error_type: None,
+    };
     p.export(&[Arc::new(odd)]);
 
     let (status, ctype, text) = scrape(&rt, addr, None);
