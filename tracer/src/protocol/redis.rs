@@ -18,11 +18,14 @@
 //!
 //! Policies (all bounded, none panics):
 //! - Bulk payloads are only counted: uncaptured bytes inside them are skipped exactly.
-//! - Uncaptured or lost bytes anywhere else desynchronise the direction: one `Desync` is counted,
-//!   the direction skips segments until one starts like a RESP value. Replies then can no longer
-//!   be told apart, so the commands still waiting are dropped and a gap stands in for the unseen
-//!   ones: it swallows replies until the client sends again after the server has answered
-//!   (a turn of the conversation).
+//! - Uncaptured or lost bytes anywhere else desynchronise the direction: one `Desync` is counted
+//!   and the direction skips until a segment starts like a RESP value (in the command direction:
+//!   a command array, or the first command start inside a segment, since a server's reads cut a
+//!   pipeline anywhere; the command cut in two is followed untracked). A gap stands in for the
+//!   commands not seen: it swallows replies until the client's next turn (it sends again after
+//!   the server answered). Lost replies: the commands that waited are reported at that turn,
+//!   their reply marked uncaptured (a client sends again once it has read its replies), ending
+//!   at the last reply segment; without a turn, at close or expiry.
 //! - More than [`MAX_PENDING`] commands (or [`MAX_PENDING_BYTES`] of their text) waiting: later
 //!   ones are counted as `TooManyPending` and followed as untracked (their replies are consumed
 //!   in order, without spans).
