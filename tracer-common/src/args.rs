@@ -30,8 +30,11 @@ pub struct Args {
     /// `crate::data::direction`.
     pub direction: u8,
     pub _pad: u8,
+    /// The connection (see `crate::conn::FdEntry::sock`), found at entry so the exit does not
+    /// look it up again; 0 when unknown (entries written by the agent).
+    pub sock: u64,
 }
-crate::assert_size!(Args, 32);
+crate::assert_size!(Args, 40);
 
 #[cfg(feature = "user")]
 mod user {

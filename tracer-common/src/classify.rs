@@ -109,123 +109,131 @@ pub enum Verdict {
     Is(Protocol, Kind),
 }
 
-/// Classify a message from its first bytes (any length; only [`PREFIX`] are read).
-pub fn classify(bytes: &[u8], flow: Flow) -> Verdict {
-    let mut p = [0u8; PREFIX];
-    let len = bytes.len().min(PREFIX);
-    p[..len].copy_from_slice(&bytes[..len]);
-    classify_prefix(&p, len, flow)
+/// The first bytes of a message, as the classifier reads them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// How many of `bytes` are the message's (at most [`PREFIX`]); the others are zero.
+    pub len: u32,
+    pub bytes: [u8; PREFIX],
+}
+crate::assert_size!(Sample, 4 + PREFIX);
+
+impl Sample {
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut s = Sample::default();
+        let len = bytes.len().min(PREFIX);
+        s.bytes[..len].copy_from_slice(&bytes[..len]);
+        s.len = len as u32;
+        s
+    }
 }
 
-/// Classify the first `len` bytes of `p` (`len` is capped at [`PREFIX`]). Candidates are tried
-/// in priority order and the first that is not [`Verdict::Unknown`] decides: a candidate still
-/// waiting for bytes holds back those after it, which keeps verdicts stable as bytes arrive.
+/// Classify a message from its first bytes (any length; only [`PREFIX`] are read).
+pub fn classify(bytes: &[u8], flow: Flow) -> Verdict {
+    classify_sample(&Sample::new(bytes), flow)
+}
+
+/// Classify a sample. Candidates are tried in priority order and the first that is not
+/// [`Verdict::Unknown`] decides: a candidate still waiting for bytes holds back those after it,
+/// which keeps verdicts stable as bytes arrive.
+///
+/// For the verifier, every byte and the length are loaded afresh where they are used (nothing
+/// one check learnt about them carries over to the next, so paths do not multiply from one
+/// check to the next), and the length is only looked at where a check fails (a zero past the
+/// length fails every check). The kernel keeps the sample in map memory for the same reason.
 #[inline(always)]
-pub fn classify_prefix(p: &[u8; PREFIX], len: usize, flow: Flow) -> Verdict {
-    let len = if len > PREFIX { PREFIX } else { len };
-    let v = http2_preface(p, len);
+pub fn classify_sample(s: &Sample, flow: Flow) -> Verdict {
+    let v = http2_preface(s);
     if !matches!(v, Verdict::Unknown) {
         return v;
     }
-    let v = http1_response(p, len);
+    let v = http1_response(s);
     if !matches!(v, Verdict::Unknown) {
         return v;
     }
-    let v = resp(p, len, flow);
+    let v = resp(s, flow);
     if !matches!(v, Verdict::Unknown) {
         return v;
     }
-    let v = http1_request(p, len);
+    let v = http1_request(s);
     if !matches!(v, Verdict::Unknown) {
         return v;
     }
     if !matches!(flow, Flow::ToServer) {
-        let v = mysql_greeting(p, len);
+        let v = mysql_greeting(s);
         if !matches!(v, Verdict::Unknown) {
             return v;
         }
     }
     if matches!(flow, Flow::Unknown) {
-        return http2_frame(p, len);
+        return http2_frame(s);
     }
     Verdict::Unknown
 }
 
-/// Byte `i` of `p`, 0 past its end (keeps every index provably in bounds).
+/// Byte `i` of the sample, 0 past its end (keeps every index provably in bounds).
 #[inline(always)]
-fn at(p: &[u8; PREFIX], i: usize) -> u8 {
+fn at(s: &Sample, i: usize) -> u8 {
     if i < PREFIX {
-        p[i]
+        // SAFETY: `i` is within the array; volatile: see `classify_sample`.
+        unsafe { core::ptr::read_volatile(s.bytes.as_ptr().add(i)) }
     } else {
         0
     }
 }
 
-/// NeedMore for a consistent start cut short, Unknown once the prefix is exhausted.
+/// The sample's length (values past [`PREFIX`] mean all of it).
 #[inline(always)]
-fn short(len: usize) -> Verdict {
-    if len < PREFIX {
+fn len(s: &Sample) -> usize {
+    // SAFETY: a plain field; volatile: see `classify_sample`. Masked, not compared, so that no
+    // path is split here.
+    (unsafe { core::ptr::read_volatile(&s.len) } as usize) & (2 * PREFIX - 1)
+}
+
+/// A check failed at byte `i`: for want of bytes (NeedMore) or on a byte that is there.
+#[inline(always)]
+fn fail_at(s: &Sample, i: usize) -> Verdict {
+    let len = len(s);
+    if i >= len && len < PREFIX {
         Verdict::NeedMore
     } else {
         Verdict::Unknown
     }
 }
 
-/// Whether the first `len` bytes of `p` agree with `lit` (as far as both go); `Some(true)` once
-/// all of `lit` is there.
+/// Whether the sample starts with `lit`: Ok, or the failing verdict.
 #[inline(always)]
-fn starts_with<const N: usize>(p: &[u8; PREFIX], len: usize, lit: &[u8; N]) -> Option<bool> {
+fn literal<const N: usize>(s: &Sample, lit: &[u8; N]) -> Result<(), Verdict> {
     let mut i = 0;
     while i < N {
-        if i >= len {
-            return Some(false);
-        }
-        if at(p, i) != lit[i] {
-            return None;
+        if at(s, i) != lit[i] {
+            return Err(fail_at(s, i));
         }
         i += 1;
     }
-    Some(true)
-}
-
-#[inline(always)]
-fn literal<const N: usize>(
-    p: &[u8; PREFIX],
-    len: usize,
-    lit: &[u8; N],
-    then: Verdict,
-) -> Verdict {
-    match starts_with(p, len, lit) {
-        Some(true) => then,
-        Some(false) => short(len),
-        None => Verdict::Unknown,
-    }
+    Ok(())
 }
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4), up to its version.
 #[inline(always)]
-fn http2_preface(p: &[u8; PREFIX], len: usize) -> Verdict {
-    literal(
-        p,
-        len,
-        b"PRI * HTTP/2.0",
-        Verdict::Is(Protocol::Http2, Kind::Request),
-    )
+fn http2_preface(s: &Sample) -> Verdict {
+    match literal(s, b"PRI * HTTP/2.0") {
+        Ok(()) => Verdict::Is(Protocol::Http2, Kind::Request),
+        Err(v) => v,
+    }
 }
 
 /// `HTTP/1.` and a digit: a status line.
 #[inline(always)]
-fn http1_response(p: &[u8; PREFIX], len: usize) -> Verdict {
-    match starts_with(p, len, b"HTTP/1.") {
-        Some(true) if len > 7 => {
-            if at(p, 7).is_ascii_digit() {
-                Verdict::Is(Protocol::Http1, Kind::Response)
-            } else {
-                Verdict::Unknown
-            }
-        }
-        Some(_) => short(len),
-        None => Verdict::Unknown,
+fn http1_response(s: &Sample) -> Verdict {
+    if let Err(v) = literal(s, b"HTTP/1.") {
+        return v;
+    }
+    if at(s, 7).is_ascii_digit() {
+        Verdict::Is(Protocol::Http1, Kind::Response)
+    } else {
+        fail_at(s, 7)
     }
 }
 
@@ -255,42 +263,20 @@ fn tchar(b: u8) -> bool {
 /// A request line: any token method, a space, the start of a target. Empty lines before it are
 /// skipped (RFC 9112 §2.2).
 #[inline(always)]
-fn http1_request(p: &[u8; PREFIX], len: usize) -> Verdict {
-    // 0: blank lines, 1: method, 2: after the space.
+fn http1_request(s: &Sample) -> Verdict {
+    // 0: blank lines, 1: in the method (one tchar seen), 2: after the space.
     let mut phase = 0u8;
-    let mut method = 0usize;
     let mut i = 0;
     while i < PREFIX {
-        if i >= len {
-            return short(len);
-        }
-        let b = at(p, i);
-        match phase {
-            0 => {
-                if b == b'\r' || b == b'\n' {
-                    i += 1;
-                    continue;
-                }
-                phase = 1;
-                continue;
-            }
-            1 => {
-                if tchar(b) {
-                    method += 1;
-                } else if b == b' ' && method > 0 {
-                    phase = 2;
-                } else {
-                    return Verdict::Unknown;
-                }
-            }
-            _ => {
-                return if b > b' ' && b < 0x7f {
-                    Verdict::Is(Protocol::Http1, Kind::Request)
-                } else {
-                    Verdict::Unknown
-                };
-            }
-        }
+        let b = at(s, i);
+        let next = match phase {
+            0 if b == b'\r' || b == b'\n' => 0,
+            0 | 1 if tchar(b) => 1,
+            1 if b == b' ' => 2,
+            2 if b > b' ' && b < 0x7f => return Verdict::Is(Protocol::Http1, Kind::Request),
+            _ => return fail_at(s, i),
+        };
+        phase = next;
         i += 1;
     }
     Verdict::Unknown
@@ -313,14 +299,36 @@ enum Line {
     Empty,
 }
 
+#[inline(always)]
+fn line_byte(line: Line, b: u8, first: bool) -> bool {
+    match line {
+        Line::Text => (b' '..0x7f).contains(&b) || b == b'\t' || b >= 0x80,
+        Line::Length => b.is_ascii_digit() || (b == b'-' && first),
+        Line::Integer => b.is_ascii_digit() || ((b == b'-' || b == b'+') && first),
+        Line::Double => {
+            b.is_ascii_digit()
+                || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'i' | b'n' | b'f' | b'a')
+        }
+        Line::Boolean => (b == b't' || b == b'f') && first,
+        Line::Empty => false,
+    }
+}
+
+/// Whether `b` starts a RESP value.
+#[inline(always)]
+fn resp_type(b: u8) -> bool {
+    matches!(
+        b,
+        b'+' | b'-' | b':' | b'$' | b'*' | b'_' | b',' | b'#' | b'%' | b'~' | b'>' | b'(' | b'='
+            | b'!' | b'|'
+    )
+}
+
 /// A RESP value: a client command (an array of bulk strings) travelling to the server, or a
 /// reply of any RESP2/RESP3 type travelling to the client.
 #[inline(always)]
-fn resp(p: &[u8; PREFIX], len: usize, flow: Flow) -> Verdict {
-    if len == 0 {
-        return Verdict::NeedMore;
-    }
-    let t = at(p, 0);
+fn resp(s: &Sample, flow: Flow) -> Verdict {
+    let t = at(s, 0);
     let line = match t {
         b'+' | b'-' => Line::Text,
         b'$' | b'*' | b'%' | b'~' | b'>' | b'=' | b'!' | b'|' => Line::Length,
@@ -328,79 +336,59 @@ fn resp(p: &[u8; PREFIX], len: usize, flow: Flow) -> Verdict {
         b',' => Line::Double,
         b'#' => Line::Boolean,
         b'_' => Line::Empty,
-        _ => return Verdict::Unknown,
+        _ => return fail_at(s, 0),
     };
     // Commands are arrays: `*N\r\n$`.
     let command = t == b'*';
     if !command && matches!(flow, Flow::ToServer) {
         return Verdict::Unknown;
     }
+    // The line up to its `\r`, at `cr`.
+    let mut cr = PREFIX;
     let mut i = 1;
-    let mut n = 0usize;
     while i < PREFIX {
-        if i >= len {
-            return short(len);
-        }
-        let b = at(p, i);
+        let b = at(s, i);
         if b == b'\r' {
+            cr = i;
             break;
         }
-        let ok = match line {
-            Line::Text => (b' '..0x7f).contains(&b) || b == b'\t' || b >= 0x80,
-            Line::Length => b.is_ascii_digit() || (b == b'-' && n == 0),
-            Line::Integer => b.is_ascii_digit() || ((b == b'-' || b == b'+') && n == 0),
-            Line::Double => {
-                b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'i' | b'n' | b'f' | b'a')
-            }
-            Line::Boolean => (b == b't' || b == b'f') && n == 0,
-            Line::Empty => false,
-        };
-        if !ok {
-            return Verdict::Unknown;
+        if !line_byte(line, b, i == 1) {
+            return fail_at(s, i);
         }
-        n += 1;
         i += 1;
     }
-    if i >= PREFIX {
+    if cr >= PREFIX {
         // Text longer than the prefix, all printable: as good as it gets.
-        return if line == Line::Text && n > 0 {
+        return if line == Line::Text {
             reply(flow)
         } else {
             Verdict::Unknown
         };
     }
-    let needs_digits = matches!(line, Line::Length | Line::Integer | Line::Double);
-    if needs_digits && !at(p, i - 1).is_ascii_digit() && line != Line::Double {
+    let last = at(s, cr - 1);
+    let ok = match line {
+        Line::Length | Line::Integer => last.is_ascii_digit(),
+        Line::Double => cr > 1,
+        Line::Boolean => cr == 2,
+        Line::Text | Line::Empty => true,
+    };
+    if !ok {
         return Verdict::Unknown;
     }
-    if (needs_digits || line == Line::Boolean) && n == 0 {
-        return Verdict::Unknown;
+    if at(s, cr + 1) != b'\n' {
+        return fail_at(s, cr + 1);
     }
-    // The `\n` of the CRLF.
-    if i + 1 >= len {
-        return short(len);
-    }
-    if at(p, i + 1) != b'\n' {
-        return Verdict::Unknown;
-    }
-    if !command {
+    if !command || at(s, 1) == b'-' {
         return reply(flow);
     }
     // `*N\r\n`: a command when a bulk string follows (an array reply travelling to the client).
-    if at(p, 1) == b'-' {
-        return reply(flow);
-    }
-    if i + 2 >= len {
-        return short(len);
-    }
-    match (at(p, i + 2), flow) {
-        (b'$', Flow::ToClient) => reply(flow),
-        (b'$', _) => Verdict::Is(Protocol::Redis, Kind::Request),
-        (_, Flow::ToServer) => Verdict::Unknown,
-        (b, _) if matches!(b, b'+' | b'-' | b':' | b'$' | b'*' | b'_' | b',' | b'#' | b'%' | b'~' | b'>' | b'(' | b'=' | b'!') => {
-            reply(flow)
-        }
-        _ => Verdict::Unknown,
+    let next = at(s, cr + 2);
+    match flow {
+        _ if !resp_type(next) => fail_at(s, cr + 2),
+        Flow::ToClient => reply(flow),
+        _ if next == b'$' => Verdict::Is(Protocol::Redis, Kind::Request),
+        Flow::ToServer => Verdict::Unknown,
+        Flow::Unknown => reply(flow),
     }
 }
 
@@ -415,23 +403,18 @@ fn reply(flow: Flow) -> Verdict {
 /// The MySQL/MariaDB initial handshake (protocol 10): a packet of sequence 0 whose payload
 /// starts with byte 10 and the server version (`5.7.x`, `8.0.x`, `10.x-MariaDB`...).
 #[inline(always)]
-fn mysql_greeting(p: &[u8; PREFIX], len: usize) -> Verdict {
-    if len >= 3 {
-        let payload = at(p, 0) as usize | (at(p, 1) as usize) << 8 | (at(p, 2) as usize) << 16;
-        if !(32..=1024).contains(&payload) {
-            return Verdict::Unknown;
-        }
-    }
-    if len >= 4 && at(p, 3) != 0 {
-        return Verdict::Unknown;
-    }
-    if len >= 5 && at(p, 4) != 10 {
-        return Verdict::Unknown;
-    }
+fn mysql_greeting(s: &Sample) -> Verdict {
+    let len = len(s);
     if len < 6 {
-        return short(len);
+        // Too short to tell, unless what is there already rules it out.
+        let bad = (len >= 3 && at(s, 2) != 0)
+            || (len >= 4 && at(s, 3) != 0)
+            || (len >= 5 && at(s, 4) != 10);
+        return if bad { Verdict::Unknown } else { fail_at(s, len) };
     }
-    if at(p, 5).is_ascii_digit() {
+    let payload = at(s, 0) as usize | (at(s, 1) as usize) << 8 | (at(s, 2) as usize) << 16;
+    if (32..=1024).contains(&payload) && at(s, 3) == 0 && at(s, 4) == 10 && at(s, 5).is_ascii_digit()
+    {
         Verdict::Is(Protocol::Mysql, Kind::Greeting)
     } else {
         Verdict::Unknown
@@ -441,17 +424,18 @@ fn mysql_greeting(p: &[u8; PREFIX], len: usize) -> Verdict {
 /// A plausible HTTP/2 frame header (RFC 9113 §4.1, §6): known type, only that type's flags,
 /// stream id and length as the type requires, length within the default maximum frame size.
 #[inline(always)]
-fn http2_frame(p: &[u8; PREFIX], len: usize) -> Verdict {
-    if len < 9 {
-        return short(len);
+fn http2_frame(s: &Sample) -> Verdict {
+    if len(s) < 9 {
+        return fail_at(s, 9);
     }
-    let length = (at(p, 0) as u32) << 16 | (at(p, 1) as u32) << 8 | at(p, 2) as u32;
-    let ty = at(p, 3);
-    let flags = at(p, 4);
-    if at(p, 5) & 0x80 != 0 || length > 16384 {
+    let length = (at(s, 0) as u32) << 16 | (at(s, 1) as u32) << 8 | at(s, 2) as u32;
+    let ty = at(s, 3);
+    let flags = at(s, 4);
+    let s0 = at(s, 5);
+    if s0 & 0x80 != 0 || length > 16384 {
         return Verdict::Unknown;
     }
-    let stream = (at(p, 5) as u32) << 24 | (at(p, 6) as u32) << 16 | (at(p, 7) as u32) << 8 | at(p, 8) as u32;
+    let stream = (s0 as u32) << 24 | (at(s, 6) as u32) << 16 | (at(s, 7) as u32) << 8 | at(s, 8) as u32;
     let ok = match ty {
         // DATA: END_STREAM, PADDED.
         0 => stream != 0 && flags & !0x09 == 0,

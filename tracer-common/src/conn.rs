@@ -48,8 +48,12 @@ pub struct FdEntry {
     /// Address of the fd's `struct sock`, the key of the connection table; 0 when the fd is not
     /// a traced TCP socket (a file, a pipe, a UNIX socket, a filtered-out connection).
     pub sock: u64,
+    /// One of [`role`]: how this process got the fd (accept, connect), for a connection that
+    /// must be announced again.
+    pub role: u8,
+    pub _pad: [u8; 7],
 }
-crate::assert_size!(FdEntry, 8);
+crate::assert_size!(FdEntry, 16);
 
 /// Address families as in `<sys/socket.h>`.
 pub const AF_INET: u16 = 2;
@@ -71,7 +75,9 @@ pub struct ConnState {
     pub sniff_budget: u8,
     /// Non-zero when a record of this connection was lost (ring buffer full).
     pub lost: u8,
-    pub _pad: [u8; 4],
+    /// Non-zero once [`crate::event::kind::CONN_OPEN`] was sent.
+    pub announced: u8,
+    pub _pad: [u8; 3],
 }
 crate::assert_size!(ConnState, 16);
 
@@ -108,7 +114,8 @@ pub struct ConnEvent {
     pub remote_port: u16,
     /// One of [`role`].
     pub role: u8,
-    pub _pad: u8,
+    /// The kernel state (protocol) of the connection when it was announced.
+    pub state: u8,
     /// Inode number of the socket's network namespace (`ls -i /proc/PID/ns/net`); 0 if unknown.
     pub netns: u32,
     pub local_addr: [u8; 16],
@@ -117,8 +124,11 @@ pub struct ConnEvent {
     pub cgroup_id: u64,
     /// Executable name (task comm), NUL padded.
     pub comm: [u8; 16],
+    /// Key of the connection in the kernel's connection table (see [`FdEntry::sock`]): the
+    /// agent deletes that entry to have the connection announced again.
+    pub sock: u64,
 }
-crate::assert_size!(ConnEvent, 104);
+crate::assert_size!(ConnEvent, 112);
 
 #[cfg(feature = "user")]
 mod user {

@@ -43,6 +43,8 @@ impl Blocked {
             syscall: self.syscall,
             direction: direction::INGRESS,
             _pad: 0,
+            // Unknown: the exit looks the fd up.
+            sock: 0,
         }
     }
 }
