@@ -229,10 +229,15 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
     if moved <= 0 {
         return Ok(());
     }
-    let st = if args.sock != 0 {
+    // Unknown at entry when the entry was seeded by the agent (a read in flight at attach
+    // time), or gone since (the agent dropped the connection while this read was blocked: it is
+    // picked up again here, so the bytes read are not lost).
+    let mut st = if args.sock != 0 {
         CONNS.get_ptr_mut(&args.sock)
     } else {
-        // Saved by the agent (a read in flight at attach time): the fd is looked up here.
+        None
+    };
+    if st.is_none() {
         let key = ConnKey {
             tgid: (pid_tgid >> 32) as u32,
             fd: args.fd,
@@ -240,11 +245,11 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         if !process_allowed(key.tgid) {
             return Ok(());
         }
-        lookup(&key)?.map(|(sock, st)| {
+        st = lookup(&key)?.map(|(sock, st)| {
             args.sock = sock;
             st
-        })
-    };
+        });
+    }
     let Some(st) = st else {
         return Ok(());
     };
