@@ -147,3 +147,84 @@ fn python_answers_from_a_forked_child_on_a_duped_fd() {
     }
     agent.expect_exact(&expected);
 }
+
+/// Accepts connections and hands each over a UNIX socket (`SCM_RIGHTS`) to a worker process,
+/// which answers it. Before each hand-over the worker reads a file, on the fd number the socket
+/// then gets.
+const PASSING_SERVER: &str = r#"
+import os, socket, sys
+here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+if os.fork() == 0:
+    here.close()
+    s.close()
+    while True:
+        f = os.open(sys.argv[0] if sys.argv[0] != "-c" else "/etc/hostname", os.O_RDONLY)
+        os.read(f, 100)
+        os.close(f)
+        _, fds, _, _ = socket.recv_fds(there, 16, 1)
+        if not fds:
+            os._exit(0)
+        c = socket.socket(fileno=fds[0])
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        body = b"worker answer\n"
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        c.close()
+there.close()
+print("LISTENING port %d" % s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    socket.send_fds(here, [b"x"], [c.fileno()])
+    c.close()
+"#;
+
+#[test]
+fn connections_handed_over_scm_rights() {
+    let dir = TempDir::new("passsrv");
+    let script = dir.write("server.py", PASSING_SERVER.as_bytes());
+    let mut cmd = Command::new(python());
+    cmd.arg("-u").arg(&script);
+    let (server, port) = start_python(
+        "python fd-passing server",
+        &mut cmd,
+        "LISTENING port ",
+        &dir.join("stderr.log"),
+    );
+    let workers = tracer_tests::util::children_of(server.pid);
+    assert_eq!(workers.len(), 1, "the worker process");
+    let exe = exe_info(server.pid);
+    let urls = [
+        format!("http://127.0.0.1:{port}/first"),
+        format!("http://127.0.0.1:{port}/second"),
+    ];
+    let curl = Curl::new(&[], &urls);
+    let curl_pid = curl.pid();
+    let agent = Agent::json(&[server.pid, workers[0], curl_pid], &[]);
+    let transfers = curl.run();
+    let mut expected = Vec::new();
+    for (t, path) in transfers.iter().zip(["/first", "/second"]) {
+        assert_eq!((t.code, t.size_download), (200, 14));
+        expected.push(
+            Peer::curl(curl_pid)
+                .client("GET", path, port)
+                .status(200)
+                .req_body(0)
+                .resp_body(14),
+        );
+        expected.push(
+            Peer::new(workers[0], &exe.name, Some(&exe.path))
+                .server("GET", path, port, Some(t.local_port))
+                .status(200)
+                .req_body(0)
+                .resp_body(14),
+        );
+    }
+    agent.expect_exact(&expected);
+}

@@ -68,12 +68,25 @@ pub fn enter(
         tgid,
         fd: fd as i32,
     };
-    let Some((sock, st)) = lookup(&key)? else {
-        return Ok(());
+    // A cached socket is not looked up in the connection table here: the exit does it, once
+    // (and caches the fd as untraced when its connection is).
+    // SAFETY: read-only lookup of a plain value.
+    let sock = match unsafe { FDS.get(&key) } {
+        Some(e) => e.sock,
+        None => match lookup(&key)? {
+            // SAFETY: valid map value pointer.
+            Some((sock, st)) if unsafe { (*st).state } != state::IGNORED => sock,
+            Some(_) => {
+                ignore_fd(&key);
+                0
+            }
+            None => 0,
+        },
     };
-    // SAFETY: valid map value pointer.
-    if unsafe { (*st).state } == state::IGNORED {
-        ignore_fd(&key);
+    if sock == 0 {
+        if source == src::MSG && direction == direction::INGRESS {
+            watch_fd_passing(pid_tgid, fd, ptr, syscall);
+        }
         return Ok(());
     }
     let args = Args {
@@ -85,13 +98,77 @@ pub fn enter(
         src: source,
         syscall,
         direction,
-        _pad: 0,
+        flags: 0,
         sock,
     };
     if ARGS.insert(pid_tgid, args, 0).is_err() {
         count(stats::ARGS_TABLE_FULL);
     }
     Ok(())
+}
+
+/// A recvmsg on an untraced fd (a UNIX socket, usually) with a control buffer may receive file
+/// descriptors: their numbers may be cached as something else (see `maps::FDS`), so the exit
+/// forgets them. `msg` is the `struct user_msghdr`.
+#[inline(always)]
+fn watch_fd_passing(pid_tgid: u64, fd: u64, msg: u64, syscall: u8) {
+    // struct user_msghdr: msg_control at 32 (userspace ABI).
+    // SAFETY: user memory read through the helper.
+    let control = unsafe { bpf_probe_read_user((msg + 32) as *const u64) }.unwrap_or(0);
+    if control == 0 {
+        return;
+    }
+    let args = Args {
+        ptr: msg,
+        fd: fd as i32,
+        src: src::MSG,
+        syscall,
+        direction: direction::INGRESS,
+        flags: tracer_common::args::flags::FDS_MAY_ARRIVE,
+        ..Args::default()
+    };
+    let _ = ARGS.insert(pid_tgid, args, 0);
+}
+
+/// Most fds forgotten from one `SCM_RIGHTS` message.
+const MAX_PASSED_FDS: usize = 16;
+const SOL_SOCKET: i32 = 1;
+const SCM_RIGHTS: i32 = 1;
+
+/// After a recvmsg of [`watch_fd_passing`]: the fds of its first control message, if
+/// `SCM_RIGHTS`, are forgotten by the fd cache.
+#[inline(always)]
+fn forget_passed_fds(pid_tgid: u64, msg: u64) {
+    // SAFETY: user memory read through the helper.
+    let control = unsafe { bpf_probe_read_user((msg + 32) as *const u64) }.unwrap_or(0);
+    // SAFETY: as above.
+    let control_len = unsafe { bpf_probe_read_user((msg + 40) as *const u64) }.unwrap_or(0);
+    if control == 0 || control_len < 16 {
+        return;
+    }
+    // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; int fds[]; }
+    // SAFETY: as above.
+    let (len, level, ty) = unsafe {
+        (
+            bpf_probe_read_user(control as *const u64).unwrap_or(0),
+            bpf_probe_read_user((control + 8) as *const i32).unwrap_or(0),
+            bpf_probe_read_user((control + 12) as *const i32).unwrap_or(0),
+        )
+    };
+    if level != SOL_SOCKET || ty != SCM_RIGHTS || len < 16 {
+        return;
+    }
+    let n = ((len.min(control_len) - 16) / 4) as usize;
+    let tgid = (pid_tgid >> 32) as u32;
+    for i in 0..MAX_PASSED_FDS {
+        if i >= n {
+            break;
+        }
+        // SAFETY: as above.
+        if let Ok(fd) = unsafe { bpf_probe_read_user((control + 16 + 4 * i as u64) as *const i32) } {
+            let _ = FDS.remove(&ConnKey { tgid, fd });
+        }
+    }
 }
 
 /// Take (and forget) the arguments saved at entry by the current thread.
@@ -226,6 +303,12 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let moved = ret(ctx);
+    if args.flags & tracer_common::args::flags::FDS_MAY_ARRIVE != 0 {
+        if moved >= 0 {
+            forget_passed_fds(pid_tgid, args.ptr);
+        }
+        return Ok(());
+    }
     if moved <= 0 {
         return Ok(());
     }
@@ -257,6 +340,10 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
     let st: &mut ConnState = unsafe { &mut *st };
     let sniffing = st.state == state::SNIFFING;
     if !sniffing && !state::captured(st.state) {
+        ignore_fd(&ConnKey {
+            tgid: (pid_tgid >> 32) as u32,
+            fd: args.fd,
+        });
         return Ok(());
     }
     let Some(rec) = SCRATCH.get_ptr_mut(0) else {

@@ -196,7 +196,7 @@ fn enter_conn(fd: u64) -> Result<(), i64> {
         src: src::NONE,
         syscall: 0,
         direction: 0,
-        _pad: 0,
+        flags: 0,
         sock: 0,
     };
     if crate::maps::ARGS.insert(pid_tgid, args, 0).is_err() {
