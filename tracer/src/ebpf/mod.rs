@@ -471,3 +471,40 @@ fn fill<K: aya::Pod>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SET_STATE: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\
+\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn tracepoint_format_fields() {
+        for (field, want) in [
+            ("skaddr", Some(8)),
+            ("newstate", Some(20)),
+            ("saddr_v6", Some(40)),
+            ("parent_comm", Some(8)),
+            ("common_pid", Some(4)),
+            ("oldstate", None),
+            ("saddr", None),
+        ] {
+            assert_eq!(format_field(SET_STATE, field), want, "{field}");
+        }
+    }
+
+    #[test]
+    fn running_kernel_has_the_tracepoints_and_offsets() {
+        let mut o = kernel_offsets(&btf::Btf::from_sys().expect("kernel BTF")).expect("offsets");
+        assert_ne!(o.file_count, Offsets::ABSENT);
+        ensure_tracefs().expect("tracefs");
+        tracepoint_offsets(&mut o).expect("tracepoint formats");
+        assert_eq!((o.tp_state_skaddr, o.tp_state_newstate), (8, 20));
+    }
+}
