@@ -307,7 +307,10 @@ fn line_byte(line: Line, b: u8, first: bool) -> bool {
         Line::Integer => b.is_ascii_digit() || ((b == b'-' || b == b'+') && first),
         Line::Double => {
             b.is_ascii_digit()
-                || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'i' | b'n' | b'f' | b'a')
+                || matches!(
+                    b,
+                    b'-' | b'+' | b'.' | b'e' | b'E' | b'i' | b'n' | b'f' | b'a'
+                )
         }
         Line::Boolean => (b == b't' || b == b'f') && first,
         Line::Empty => false,
@@ -319,8 +322,20 @@ fn line_byte(line: Line, b: u8, first: bool) -> bool {
 fn resp_type(b: u8) -> bool {
     matches!(
         b,
-        b'+' | b'-' | b':' | b'$' | b'*' | b'_' | b',' | b'#' | b'%' | b'~' | b'>' | b'(' | b'='
-            | b'!' | b'|'
+        b'+' | b'-'
+            | b':'
+            | b'$'
+            | b'*'
+            | b'_'
+            | b','
+            | b'#'
+            | b'%'
+            | b'~'
+            | b'>'
+            | b'('
+            | b'='
+            | b'!'
+            | b'|'
     )
 }
 
@@ -410,10 +425,17 @@ fn mysql_greeting(s: &Sample) -> Verdict {
         let bad = (len >= 3 && at(s, 2) != 0)
             || (len >= 4 && at(s, 3) != 0)
             || (len >= 5 && at(s, 4) != 10);
-        return if bad { Verdict::Unknown } else { fail_at(s, len) };
+        return if bad {
+            Verdict::Unknown
+        } else {
+            fail_at(s, len)
+        };
     }
     let payload = at(s, 0) as usize | (at(s, 1) as usize) << 8 | (at(s, 2) as usize) << 16;
-    if (32..=1024).contains(&payload) && at(s, 3) == 0 && at(s, 4) == 10 && at(s, 5).is_ascii_digit()
+    if (32..=1024).contains(&payload)
+        && at(s, 3) == 0
+        && at(s, 4) == 10
+        && at(s, 5).is_ascii_digit()
     {
         Verdict::Is(Protocol::Mysql, Kind::Greeting)
     } else {
@@ -435,7 +457,8 @@ fn http2_frame(s: &Sample) -> Verdict {
     if s0 & 0x80 != 0 || length > 16384 {
         return Verdict::Unknown;
     }
-    let stream = (s0 as u32) << 24 | (at(s, 6) as u32) << 16 | (at(s, 7) as u32) << 8 | at(s, 8) as u32;
+    let stream =
+        (s0 as u32) << 24 | (at(s, 6) as u32) << 16 | (at(s, 7) as u32) << 8 | at(s, 8) as u32;
     let ok = match ty {
         // DATA: END_STREAM, PADDED.
         0 => stream != 0 && flags & !0x09 == 0,
@@ -446,7 +469,7 @@ fn http2_frame(s: &Sample) -> Verdict {
         // RST_STREAM.
         3 => stream != 0 && flags == 0 && length == 4,
         // SETTINGS: ACK (empty).
-        4 => stream == 0 && (flags == 0 && length % 6 == 0 || flags == 1 && length == 0),
+        4 => stream == 0 && (flags == 0 && length.is_multiple_of(6) || flags == 1 && length == 0),
         // PUSH_PROMISE: END_HEADERS, PADDED.
         5 => stream != 0 && flags & !0x0c == 0 && length >= 4,
         // PING: ACK.
@@ -511,7 +534,11 @@ mod tests {
     #[case(b"GET\t/ HTTP/1.1\r\n", ToServer, Unknown)]
     #[case(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", ToServer, Unknown)]
     #[case(b"SSH-2.0-OpenSSH_9.2\r\n", ToServer, Unknown)]
-    #[case(b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA / HTTP/1.1", ToServer, Unknown)]
+    #[case(
+        b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA / HTTP/1.1",
+        ToServer,
+        Unknown
+    )]
     // HTTP/1 responses.
     #[case(b"HTTP/1.1 200 OK\r\n", ToClient, H1_RESP)]
     #[case(b"HTTP/1.0 404 Not Found\r\n", Either, H1_RESP)]
@@ -519,10 +546,26 @@ mod tests {
     // HTTP/2: the preface, or frames when joined mid-stream.
     #[case(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", ToServer, H2)]
     #[case(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00", Either, H2_FRAME)]
-    #[case(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64", Either, H2_FRAME)]
-    #[case(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08", Either, H2_FRAME)]
-    #[case(b"\x00\x00\x05\x01\x04\x00\x00\x00\x01\x82\x86\x84\x41\x8a", Either, H2_FRAME)]
-    #[case(b"\x00\x00\x05\x01\x04\x00\x00\x00\x01\x82\x86\x84\x41\x8a", ToServer, Unknown)]
+    #[case(
+        b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64",
+        Either,
+        H2_FRAME
+    )]
+    #[case(
+        b"\x00\x00\x08\x06\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08",
+        Either,
+        H2_FRAME
+    )]
+    #[case(
+        b"\x00\x00\x05\x01\x04\x00\x00\x00\x01\x82\x86\x84\x41\x8a",
+        Either,
+        H2_FRAME
+    )]
+    #[case(
+        b"\x00\x00\x05\x01\x04\x00\x00\x00\x01\x82\x86\x84\x41\x8a",
+        ToServer,
+        Unknown
+    )]
     #[case(b"\x00\x00\x08\x06\x00\x00\x00\x00\x01", Either, Unknown)]
     #[case(b"\x00\x00\x05\x0a\x00\x00\x00\x00\x01", Either, Unknown)]
     #[case(b"\x00\x00\x00", Either, NeedMore)]
@@ -539,7 +582,11 @@ mod tests {
     #[case(b"+OK\r\n", ToClient, REDIS_REPLY)]
     #[case(b"+OK\r\n", ToServer, Unknown)]
     #[case(b"-ERR unknown command 'x'\r\n", ToClient, REDIS_REPLY)]
-    #[case(b"-WRONGTYPE Operation against a key holding the wrong kind", ToClient, REDIS_REPLY)]
+    #[case(
+        b"-WRONGTYPE Operation against a key holding the wrong kind",
+        ToClient,
+        REDIS_REPLY
+    )]
     #[case(b":1000\r\n", ToClient, REDIS_REPLY)]
     #[case(b":-3\r\n", ToClient, REDIS_REPLY)]
     #[case(b"$5\r\nhello\r\n", ToClient, REDIS_REPLY)]
@@ -568,7 +615,12 @@ mod tests {
     #[case(b"\x4a\x00\x00", ToClient, NeedMore)]
     #[case(b"\x4a\x00\x00\x01\x0a8.0", ToClient, Unknown)]
     fn classifies(#[case] bytes: &[u8], #[case] flow: Flow, #[case] want: Verdict) {
-        assert_eq!(classify(bytes, flow), want, "{:?}", std::string::String::from_utf8_lossy(bytes));
+        assert_eq!(
+            classify(bytes, flow),
+            want,
+            "{:?}",
+            std::string::String::from_utf8_lossy(bytes)
+        );
     }
 
     /// A verdict never changes as bytes are added; NeedMore only below the prefix.
@@ -583,10 +635,14 @@ mod tests {
     #[case(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08".as_slice())]
     fn verdicts_are_stable(#[case] msg: &[u8]) {
         for flow in [ToServer, ToClient, Either] {
-            let verdicts: Vec<Verdict> = (0..=msg.len()).map(|n| classify(&msg[..n], flow)).collect();
+            let verdicts: Vec<Verdict> =
+                (0..=msg.len()).map(|n| classify(&msg[..n], flow)).collect();
             let first = verdicts.iter().position(|v| *v != NeedMore);
             if let Some(k) = first {
-                assert!(verdicts[k..].iter().all(|v| *v == verdicts[k]), "{flow:?}: {verdicts:?}");
+                assert!(
+                    verdicts[k..].iter().all(|v| *v == verdicts[k]),
+                    "{flow:?}: {verdicts:?}"
+                );
             }
             assert!(verdicts.iter().skip(PREFIX).all(|v| *v != NeedMore));
         }
@@ -596,8 +652,28 @@ mod tests {
     #[test]
     fn random_inputs_keep_the_properties() {
         const PIECES: &[&[u8]] = &[
-            b"GET", b" ", b"/", b"\r\n", b"HTTP/1.", b"1", b"*", b"$", b"+", b"-", b":", b"PRI * HTTP/2.0",
-            b"\x00", b"\x04", b"\x0a", b"#", b"t", b"_", b"8", b"\xff", b",", b"e",
+            b"GET",
+            b" ",
+            b"/",
+            b"\r\n",
+            b"HTTP/1.",
+            b"1",
+            b"*",
+            b"$",
+            b"+",
+            b"-",
+            b":",
+            b"PRI * HTTP/2.0",
+            b"\x00",
+            b"\x04",
+            b"\x0a",
+            b"#",
+            b"t",
+            b"_",
+            b"8",
+            b"\xff",
+            b",",
+            b"e",
         ];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {

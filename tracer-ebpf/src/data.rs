@@ -165,7 +165,8 @@ fn forget_passed_fds(pid_tgid: u64, msg: u64) {
             break;
         }
         // SAFETY: as above.
-        if let Ok(fd) = unsafe { bpf_probe_read_user((control + 16 + 4 * i as u64) as *const i32) } {
+        if let Ok(fd) = unsafe { bpf_probe_read_user((control + 16 + 4 * i as u64) as *const i32) }
+        {
             let _ = FDS.remove(&ConnKey { tgid, fd });
         }
     }
@@ -503,7 +504,11 @@ pub fn classify_record(rec: &mut DataRecord, len: usize, flow: Flow) -> Verdict 
     // SAFETY: per-CPU value, ours for this program run.
     let sample = unsafe { &mut (*x).sample };
     sample.bytes.copy_from_slice(&rec.data[..PREFIX]);
-    sample.len = if len < PREFIX { len as u32 } else { PREFIX as u32 };
+    sample.len = if len < PREFIX {
+        len as u32
+    } else {
+        PREFIX as u32
+    };
     classify_sample(sample, flow)
 }
 

@@ -37,8 +37,8 @@ use tracer_common::{
 use crate::{
     conn::process_allowed,
     maps::{
-        count, CONNS, CONN_READER, EXIT_CTX, INJECTED, MSG_SCRATCH, PENDING_SOCKS, PROC_MODEL, SCRATCH,
-        SOCKS, SOCK_STATE, THREAD_CTX,
+        count, CONNS, CONN_READER, EXIT_CTX, INJECTED, MSG_SCRATCH, PENDING_SOCKS, PROC_MODEL,
+        SCRATCH, SOCKS, SOCK_STATE, THREAD_CTX,
     },
     scan,
 };

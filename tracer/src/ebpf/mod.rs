@@ -148,10 +148,18 @@ pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
 fn tracepoint_field(category: &str, name: &str, field: &str) -> Result<u32, LoadError> {
     let format = [system::TRACEFS, "/sys/kernel/debug/tracing"]
         .iter()
-        .find_map(|root| std::fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok())
-        .ok_or_else(|| LoadError::System(format!("tracepoint {category}:{name} not found in tracefs (the kernel lacks it)")))?;
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok()
+        })
+        .ok_or_else(|| {
+            LoadError::System(format!(
+                "tracepoint {category}:{name} not found in tracefs (the kernel lacks it)"
+            ))
+        })?;
     format_field(&format, field).ok_or_else(|| {
-        LoadError::System(format!("tracepoint {category}:{name} has no field `{field}`"))
+        LoadError::System(format!(
+            "tracepoint {category}:{name} has no field `{field}`"
+        ))
     })
 }
 
@@ -255,7 +263,8 @@ impl Probes {
         fill(&mut ebpf, names::MAP_FILTER_COMMS, comms.into_iter())?;
 
         set_tail_call(&mut ebpf, names::PROG_SNIFF, names::MAP_SNIFF_PROG)?;
-        let mut links = Vec::with_capacity(names::TRACEPOINTS.len() + names::OTHER_TRACEPOINTS.len());
+        let mut links =
+            Vec::with_capacity(names::TRACEPOINTS.len() + names::OTHER_TRACEPOINTS.len());
         let all = names::TRACEPOINTS
             .iter()
             .map(|(p, t)| (*p, "syscalls", *t))
