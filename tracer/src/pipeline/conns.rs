@@ -172,6 +172,9 @@ pub type Forget = Box<dyn FnMut(u64) + Send>;
 pub struct ConnsStage {
     cfg: ConnsConfig,
     forget: Option<Forget>,
+    /// Connections dropped from the table while open, by id: records of theirs the kernel sent
+    /// before it forgot them (the agent drops them asynchronously) pick them up again.
+    dropped: LruCache<u64, (Arc<ConnMeta>, u64)>,
     table: ConnTable,
     processes: ProcessCache,
     sink: Sink,
@@ -184,6 +187,9 @@ impl ConnsStage {
         Self {
             cfg,
             forget: None,
+            dropped: LruCache::new(
+                NonZeroUsize::new(cfg.max_connections).unwrap_or(NonZeroUsize::MIN),
+            ),
             table: ConnTable::new(cfg.max_connections),
             processes: ProcessCache::new(4096),
             sink: Sink {
@@ -231,6 +237,7 @@ impl ConnsStage {
                 }
             }
             RawEvent::Close { conn_id, ts_ns } => {
+                self.dropped.pop(&conn_id);
                 if let Some(mut conn) = self.table.remove(conn_id) {
                     self.finish(&mut conn, ts_ns, out);
                 }
@@ -252,6 +259,19 @@ impl ConnsStage {
             flags = h.flags,
             "data"
         );
+        if self.table.peek_mut(h.conn_id).is_none() {
+            let Some((meta, sock)) = self.dropped.pop(&h.conn_id) else {
+                self.sink.stats.data_unknown_conn.inc();
+                return;
+            };
+            let mut conn = Conn::new(meta, h.ts_enter_ns);
+            conn.sock = sock;
+            self.pair(&mut conn);
+            if let Some(mut evicted) = self.table.insert(conn) {
+                self.sink.stats.conns_evicted_lru.inc();
+                self.drop_open(&mut evicted);
+            }
+        }
         let Some(conn) = self.table.get_mut(h.conn_id) else {
             self.sink.stats.data_unknown_conn.inc();
             return;
@@ -328,6 +348,8 @@ impl ConnsStage {
         if let Some(f) = self.forget.as_mut() {
             f(conn.sock);
         }
+        self.dropped
+            .put(conn.meta.conn_id, (conn.meta.clone(), conn.sock));
         self.sink.forget(conn);
         self.pairs.remove(&conn.meta);
     }
