@@ -245,6 +245,16 @@ impl Expect {
         Self::new(label).top("kind", "server").pid(pid)
     }
 
+    /// A server span of a process forked by `parent` (its pid unknown to the test).
+    pub fn server_in_child_of(label: impl Into<String>, parent: u32) -> Self {
+        Self::new(label)
+            .top("kind", "server")
+            .check(move |s| match s.pid() {
+                Some(p) if p != parent => Ok(()),
+                p => Err(format!("process.pid: want a child of {parent}, got {p:?}")),
+            })
+    }
+
     /// A client span of process `pid`.
     pub fn client(label: impl Into<String>, pid: u32) -> Self {
         Self::new(label).top("kind", "client").pid(pid)

@@ -218,3 +218,15 @@ fn request_headers_in_small_writes() {
 fn request_head_in_small_writes_from_the_first_byte() {
     split_request_head(7);
 }
+
+/// A first write of one byte ("G"): the connection is still recognised, from its next bytes.
+#[test]
+fn first_write_of_one_byte() {
+    split_request_head(1);
+}
+
+/// A first write of the method without its space ("GET").
+#[test]
+fn first_write_of_the_method_alone() {
+    split_request_head(3);
+}

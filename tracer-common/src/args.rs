@@ -15,6 +15,13 @@ pub mod src {
     pub const NONE: u8 = 3;
 }
 
+/// Bits of [`Args::flags`].
+pub mod flags {
+    /// A recvmsg on an untraced fd with a control buffer: file descriptors may arrive
+    /// (`SCM_RIGHTS`); the exit makes the fd cache forget the numbers they get.
+    pub const FDS_MAY_ARRIVE: u8 = 1;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Args {
@@ -29,9 +36,13 @@ pub struct Args {
     pub syscall: u8,
     /// `crate::data::direction`.
     pub direction: u8,
-    pub _pad: u8,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    /// The connection (see `crate::conn::FdEntry::sock`), found at entry so the exit does not
+    /// look it up again; 0 when unknown (entries written by the agent).
+    pub sock: u64,
 }
-crate::assert_size!(Args, 32);
+crate::assert_size!(Args, 40);
 
 #[cfg(feature = "user")]
 mod user {

@@ -21,7 +21,9 @@ pub struct Config {
     pub sniff_budget_existing: u32,
     /// Non-zero when trace context is injected into outgoing requests.
     pub inject: u32,
-    pub _pad: u32,
+    /// Protocols whose connections are captured (bits of `crate::classify::Protocol::bit`);
+    /// connections of other protocols cost one map lookup per syscall once classified.
+    pub protocols: u32,
 }
 crate::assert_size!(Config, 24);
 
@@ -33,7 +35,7 @@ impl Config {
             filters: 0,
             sniff_budget_existing: 16,
             inject: 0,
-            _pad: 0,
+            protocols: 0,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::event::EventHeader;
 
-/// Key of the kernel's connection table: a file descriptor of a process.
+/// Key of the kernel's file descriptor cache: a file descriptor of a process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
@@ -21,30 +21,49 @@ pub mod role {
     pub const SERVER: u8 = 2;
 }
 
-/// What the kernel does with a connection's data syscalls.
+/// What the kernel does with a connection's data syscalls. One state per protocol of
+/// [`crate::classify::Protocol`]; a protocol's connections are captured only when the agent asks
+/// for it (`Config::protocols`), else they become [`state::IGNORED`].
 pub mod state {
-    /// Not traced: not a TCP socket, filtered out, or not a protocol we parse.
+    /// Not traced: not a TCP socket, filtered out, or not a protocol the agent parses.
     pub const IGNORED: u8 = 0;
-    /// Traced TCP socket whose protocol is not known yet: the first bytes are sniffed.
+    /// Traced TCP socket whose protocol is not known yet: the first messages are classified.
     pub const SNIFFING: u8 = 1;
-    /// HTTP/1.x: data is captured.
     pub const HTTP1: u8 = 2;
-    /// HTTP/2 (recognised by its preface): data is captured.
     pub const HTTP2: u8 = 3;
-    /// Redis (RESP: the first message is a command array): data is captured.
+    /// Redis (RESP): data is captured.
     pub const REDIS: u8 = 4;
+    /// MySQL (the server's greeting): recognised, not captured yet.
+    pub const MYSQL: u8 = 5;
 
-    /// Whether a connection in state `s` is captured (its open and close are reported).
+    /// Whether data of a connection in state `s` is captured.
+    #[inline(always)]
     pub const fn captured(s: u8) -> bool {
-        matches!(s, HTTP1 | HTTP2 | REDIS)
+        s > SNIFFING
     }
 }
+
+/// Value of the kernel's file descriptor cache: the socket behind the fd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdEntry {
+    /// Address of the fd's `struct sock`, the key of the connection table; 0 when the fd is not
+    /// a traced TCP socket (a file, a pipe, a UNIX socket, a filtered-out connection).
+    pub sock: u64,
+    /// One of [`role`]: how this process got the fd (accept, connect), for a connection that
+    /// must be announced again.
+    pub role: u8,
+    pub _pad: [u8; 7],
+}
+crate::assert_size!(FdEntry, 16);
 
 /// Address families as in `<sys/socket.h>`.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
-/// Kernel-side per-connection state (value of the connection table).
+/// Kernel-side per-connection state: the value of the connection table, keyed by socket (the
+/// address of its `struct sock`), so that every fd of a socket, in any process (dup, fork,
+/// SCM_RIGHTS, socket activation), is one connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnState {
@@ -58,9 +77,26 @@ pub struct ConnState {
     pub sniff_budget: u8,
     /// Non-zero when a record of this connection was lost (ring buffer full).
     pub lost: u8,
-    pub _pad: [u8; 4],
+    /// Non-zero once [`crate::event::kind::CONN_OPEN`] was sent.
+    pub announced: u8,
+    pub _pad: [u8; 3],
 }
 crate::assert_size!(ConnState, 16);
+
+/// The first bytes of a connection's messages, per direction, while no verdict is reached
+/// (value of the kernel's sniff table, keyed by socket). They are sent ahead of the message
+/// that decides, as part of its record, so a request written in small pieces is not cut.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SniffBuf {
+    /// Monotonic ns at the entry of the first syscall of each direction's bytes.
+    pub ts_enter: [u64; 2],
+    /// Bytes held, per direction (indexed by `crate::data::direction`).
+    pub len: [u8; 2],
+    pub _pad: [u8; 6],
+    pub bytes: [[u8; crate::classify::PREFIX]; 2],
+}
+crate::assert_size!(SniffBuf, 24 + 2 * crate::classify::PREFIX);
 
 /// Record for [`crate::event::kind::CONN_OPEN`] and [`crate::event::kind::CONN_CLOSE`].
 #[repr(C)]
@@ -80,7 +116,8 @@ pub struct ConnEvent {
     pub remote_port: u16,
     /// One of [`role`].
     pub role: u8,
-    pub _pad: u8,
+    /// The kernel state (protocol) of the connection when it was announced.
+    pub state: u8,
     /// Inode number of the socket's network namespace (`ls -i /proc/PID/ns/net`); 0 if unknown.
     pub netns: u32,
     pub local_addr: [u8; 16],
@@ -89,13 +126,18 @@ pub struct ConnEvent {
     pub cgroup_id: u64,
     /// Executable name (task comm), NUL padded.
     pub comm: [u8; 16],
+    /// Key of the connection in the kernel's connection table (see [`FdEntry::sock`]): the
+    /// agent deletes that entry to have the connection announced again.
+    pub sock: u64,
 }
-crate::assert_size!(ConnEvent, 104);
+crate::assert_size!(ConnEvent, 112);
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, repr(C), explicit padding, every bit pattern valid.
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnState {}
+    unsafe impl aya::Pod for super::FdEntry {}
+    unsafe impl aya::Pod for super::SniffBuf {}
     unsafe impl aya::Pod for super::ConnEvent {}
 }

@@ -75,14 +75,15 @@ pub struct DataHeader {
 crate::assert_size!(DataHeader, 88);
 
 /// Scratch record the kernel fills before copying `header + cap_len` bytes to the ring buffer.
-/// Twice the capture size so that masked offsets keep every write in bounds for the verifier.
+/// Twice the capture size (plus the bytes held while a connection is classified, which go
+/// first) so that masked offsets keep every write in bounds for the verifier.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DataRecord {
     pub header: DataHeader,
-    pub data: [u8; MAX_CAPTURE * 2],
+    pub data: [u8; MAX_CAPTURE * 2 + crate::classify::PREFIX],
 }
-crate::assert_size!(DataRecord, 88 + MAX_CAPTURE * 2);
+crate::assert_size!(DataRecord, 88 + MAX_CAPTURE * 2 + crate::classify::PREFIX);
 
 #[cfg(feature = "user")]
 mod user {

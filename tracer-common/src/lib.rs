@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod args;
+pub mod classify;
 pub mod config;
 pub mod conn;
 pub mod data;

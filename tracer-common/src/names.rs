@@ -2,6 +2,11 @@
 
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_CONNS: &str = "CONNS";
+pub const MAP_FDS: &str = "FDS";
+pub const MAP_SNIFF: &str = "SNIFF";
+pub const MAP_EXIT_CTX: &str = "EXIT_CTX";
+pub const MAP_SNIFF_PROG: &str = "SNIFF_PROG";
+pub const MAP_FILTER_CHILDREN: &str = "FILTER_CHILDREN";
 pub const MAP_ARGS: &str = "ARGS";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_SCRATCH: &str = "SCRATCH";
@@ -33,6 +38,8 @@ pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 
 /// The one exit program of every data syscall (they share a record layout).
 pub const PROG_EXIT_DATA: &str = "exit_data";
+/// Tail-called by the data exit for connections whose protocol is not decided yet.
+pub const PROG_SNIFF: &str = "exit_sniff";
 
 /// Every syscall tracepoint (category `syscalls`) with the kernel program attached to it; a
 /// program may serve several.
@@ -62,4 +69,16 @@ pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("exit_accept", "sys_exit_accept"),
     ("exit_accept", "sys_exit_accept4"),
     ("enter_close", "sys_enter_close"),
+    // A fd number given a new file by dup2/dup3/dup is forgotten by the fd cache.
+    ("exit_dup", "sys_exit_dup"),
+    ("exit_dup", "sys_exit_dup2"),
+    ("exit_dup", "sys_exit_dup3"),
+];
+
+/// Tracepoints of other categories: (program, category, tracepoint).
+pub const OTHER_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    // A TCP socket reaching CLOSE ends its connection (whoever held its fds).
+    ("sock_state", "sock", "inet_sock_set_state"),
+    // `--pid` covers children forked later (inetd-style servers).
+    ("new_task", "task", "task_newtask"),
 ];

@@ -1,5 +1,6 @@
 //! Kernel struct field offsets, read from the running kernel's BTF by the agent at load time
-//! (no compile-time kernel layouts): walking task -> fd table -> socket -> sock.
+//! (no compile-time kernel layouts): walking task -> fd table -> socket -> sock; and field
+//! offsets of the non-syscall tracepoint records, read from their tracefs `format` files.
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,8 +31,22 @@ pub struct Offsets {
     /// helpers (6.1's sock_ops), read from `bpf_get_current_task()`.
     pub task_tgid: u32,
     pub task_comm: u32,
+    /// `sock_common.skc_state` (u8, TCP states).
+    pub skc_state: u32,
+    /// The reference count of `struct file`: `f_ref` (6.13+, 0 means one reference) or
+    /// `f_count` (1 means one); see [`Offsets::file_ref_zero_based`].
+    pub file_count: u32,
+    /// Non-zero when [`Offsets::file_count`] is a `file_ref_t` (counts from 0).
+    pub file_ref_zero_based: u32,
+    /// `sock:inet_sock_set_state` record: `skaddr` and `newstate`.
+    pub tp_state_skaddr: u32,
+    pub tp_state_newstate: u32,
+    /// `task:task_newtask` record: `pid` and `clone_flags`.
+    pub tp_newtask_pid: u32,
+    pub tp_newtask_flags: u32,
+    pub _pad: u32,
 }
-crate::assert_size!(Offsets, 84);
+crate::assert_size!(Offsets, 116);
 
 impl Offsets {
     pub const ABSENT: u32 = u32::MAX;

@@ -30,8 +30,18 @@ pub const INJECT_SOCKETS: u32 = 18;
 /// Forwarded traceparents (an outgoing request carrying the very traceparent of the request its
 /// thread serves, as proxies do) whose parent id was set to the client span's.
 pub const INJECT_FORWARDED: u32 = 19;
+/// Messages held back (their first bytes kept) while the connection's protocol is undecided.
+pub const SNIFF_HELD: u32 = 20;
+/// Connections classified as a protocol the agent does not capture.
+pub const SNIFF_NOT_CAPTURED: u32 = 21;
+/// Traced connections whose socket closed (last fd closed, or TCP reached CLOSE).
+pub const CONNS_CLOSED: u32 = 22;
+/// Connections announced again after the agent dropped them from its table.
+pub const CONNS_READOPTED: u32 = 23;
+/// Processes traced because their parent is (`--pid` covers the children forked later).
+pub const CHILDREN_TRACED: u32 = 24;
 /// Number of counters (size of the map).
-pub const COUNT: u32 = 20;
+pub const COUNT: u32 = 25;
 
 /// Names for display, indexed by id.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -55,4 +65,9 @@ pub const NAMES: [&str; COUNT as usize] = [
     "inject_errors",
     "inject_sockets",
     "inject_forwarded",
+    "sniff_held",
+    "sniff_not_captured",
+    "conns_closed",
+    "conns_readopted",
+    "children_traced",
 ];

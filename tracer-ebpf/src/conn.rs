@@ -1,6 +1,6 @@
-//! Connection discovery: from a file descriptor to a TCP socket's addresses, by walking
-//! task -> files -> fdtable -> file -> socket -> sock with offsets read from the running kernel's
-//! BTF (no compile-time layouts).
+//! Connections: from a file descriptor to its TCP socket (walking task -> files -> fdtable ->
+//! file -> socket -> sock with offsets read from the running kernel's BTF, no compile-time
+//! layouts), the fd cache in front of that walk, and the connection table keyed by socket.
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
@@ -8,23 +8,27 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{
     config::filter,
-    conn::{role, state, ConnEvent, ConnKey, ConnState, AF_INET, AF_INET6},
+    conn::{role, state, ConnEvent, ConnKey, ConnState, FdEntry, AF_INET, AF_INET6},
     event::{kind, EventHeader},
     offsets::Offsets,
     stats,
 };
 
 use crate::maps::{
-    count, CONFIG, CONNS, CONN_IDS, EVENTS, FILTER_CGROUPS, FILTER_COMMS, FILTER_PIDS,
-    FILTER_PORTS, OFFSETS,
+    count, CONFIG, CONNS, CONN_IDS, EVENTS, FDS, FILTER_CGROUPS, FILTER_CHILDREN, FILTER_COMMS,
+    FILTER_PIDS, FILTER_PORTS, OFFSETS, SNIFF,
 };
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 const SOCK_STREAM: u16 = 1;
 const IPPROTO_TCP: u16 = 6;
-/// Segments sniffed on a new connection before it is ignored.
-const SNIFF_BUDGET_NEW: u8 = 2;
+/// TCP states (`include/net/tcp_states.h`).
+pub const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
+/// Messages classified on a new connection before it is ignored: enough for a request written
+/// a few bytes at a time, in either direction.
+const SNIFF_BUDGET_NEW: u8 = 8;
 
 /// Addresses of a TCP socket.
 pub struct SockInfo {
@@ -43,9 +47,9 @@ unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, i64> {
     })
 }
 
-/// The `struct sock *` behind `fd` of the current process if it is a TCP socket, else None.
+/// The `struct file *` behind `fd` of the current process, or None.
 #[inline(always)]
-pub unsafe fn tcp_sock_of_fd(fd: i32) -> Result<Option<*const u8>, i64> {
+unsafe fn file_of_fd(fd: i32) -> Result<Option<*const u8>, i64> {
     if fd < 0 {
         return Ok(None);
     }
@@ -59,9 +63,16 @@ pub unsafe fn tcp_sock_of_fd(fd: i32) -> Result<Option<*const u8>, i64> {
     }
     let fd_array: *const u8 = read_at(fdt, o.fdt_fd)?;
     let file: *const u8 = read_at(fd_array, (fd as u32) * 8)?;
-    if file.is_null() {
+    Ok((!file.is_null()).then_some(file))
+}
+
+/// The `struct sock *` behind `fd` of the current process if it is a TCP socket, else None.
+#[inline(always)]
+pub unsafe fn tcp_sock_of_fd(fd: i32) -> Result<Option<*const u8>, i64> {
+    let Some(file) = file_of_fd(fd)? else {
         return Ok(None);
-    }
+    };
+    let o: Offsets = OFFSETS.load();
     let inode: *const u8 = read_at(file, o.file_f_inode)?;
     let mode: u16 = read_at(inode, o.inode_i_mode)?;
     if mode & S_IFMT != S_IFSOCK {
@@ -87,6 +98,27 @@ pub unsafe fn tcp_sock_of_fd(fd: i32) -> Result<Option<*const u8>, i64> {
         }
     }
     Ok(Some(sk))
+}
+
+/// Whether closing `fd` of the current process drops the last reference to its file (then the
+/// socket really closes). False when that cannot be told: TCP reaching CLOSE ends it then.
+#[inline(always)]
+pub unsafe fn last_reference(fd: i32) -> bool {
+    let o: Offsets = OFFSETS.load();
+    if o.file_count == Offsets::ABSENT {
+        return false;
+    }
+    let Ok(Some(file)) = file_of_fd(fd) else {
+        return false;
+    };
+    let Ok(n) = read_at::<i64>(file, o.file_count) else {
+        return false;
+    };
+    if o.file_ref_zero_based != 0 {
+        n == 0
+    } else {
+        n == 1
+    }
 }
 
 /// Inode number of the network namespace of socket `sk`; 0 when the kernel has none.
@@ -151,11 +183,11 @@ pub fn passes_filters(
         return false;
     }
     let f = cfg.filters;
-    if f & filter::PID != 0 {
-        // SAFETY: read-only lookup of a plain value.
-        if unsafe { FILTER_PIDS.get(&tgid) }.is_none() {
-            return false;
-        }
+    if f == 0 {
+        return true;
+    }
+    if f & filter::PID != 0 && !pid_allowed(tgid) {
+        return false;
     }
     if f & filter::COMM != 0 {
         let comm = comm();
@@ -173,6 +205,13 @@ pub fn passes_filters(
         }
     }
     true
+}
+
+/// `--pid`: the process itself or a process forked (at any depth) by one after the start.
+#[inline(always)]
+pub fn pid_allowed(tgid: u32) -> bool {
+    // SAFETY: read-only lookups of plain values.
+    unsafe { FILTER_PIDS.get(&tgid).is_some() || FILTER_CHILDREN.get(&tgid).is_some() }
 }
 
 #[inline(always)]
@@ -203,41 +242,109 @@ fn next_conn_id() -> u64 {
     }
 }
 
-/// Classify `fd` of the current process and record it in the connection table.
-/// Returns the state it got.
 #[inline(always)]
-pub fn track(key: &ConnKey, conn_role: u8) -> Result<u8, i64> {
-    // SAFETY: the walk only reads kernel memory through bpf_probe_read_kernel.
-    let sk = unsafe { tcp_sock_of_fd(key.fd)? };
-    let mut st = ConnState::default();
-    if let Some(sk) = sk {
-        // SAFETY: as above.
-        let info = unsafe { sock_info(sk)? };
-        if port_allowed(&info) {
-            st.state = state::SNIFFING;
-            st.role = conn_role;
-            st.conn_id = next_conn_id();
-            st.sniff_budget = if conn_role == role::UNKNOWN {
-                CONFIG.load().sniff_budget_existing.min(255) as u8
-            } else {
-                SNIFF_BUDGET_NEW
-            };
-        }
-    }
-    if CONNS.insert(key, &st, 0).is_err() {
+fn remember_fd(key: &ConnKey, sock: u64, conn_role: u8) {
+    let e = FdEntry {
+        sock,
+        role: conn_role,
+        _pad: [0; 7],
+    };
+    if FDS.insert(key, &e, 0).is_err() {
         count(stats::CONN_TABLE_FULL);
     }
-    Ok(st.state)
 }
 
-/// Announce a connection whose protocol was just recognised.
+/// Start a connection on socket `sk` (new, or seen for the first time): it is classified from
+/// its next messages. Returns its entry, None when filtered out or the table refused it.
 #[inline(always)]
-pub fn emit_open(key: &ConnKey, st: &ConnState) -> Result<(), i64> {
-    // SAFETY: as in `track`.
+fn start_conn(sk: *const u8, conn_role: u8) -> Result<Option<*mut ConnState>, i64> {
+    // SAFETY: the socket is only read through bpf_probe_read_kernel.
+    let info = unsafe { sock_info(sk)? };
+    if !port_allowed(&info) {
+        return Ok(None);
+    }
+    let st = ConnState {
+        conn_id: next_conn_id(),
+        state: state::SNIFFING,
+        role: conn_role,
+        sniff_budget: if conn_role == role::UNKNOWN {
+            CONFIG.load().sniff_budget_existing.min(255) as u8
+        } else {
+            SNIFF_BUDGET_NEW
+        },
+        ..ConnState::default()
+    };
+    let key = sk as u64;
+    let _ = SNIFF.remove(&key);
+    if CONNS.insert(&key, &st, 0).is_err() {
+        count(stats::CONN_TABLE_FULL);
+        return Ok(None);
+    }
+    Ok(CONNS.get_ptr_mut(&key))
+}
+
+/// A process got `key.fd` from accept or connect: a new connection on its socket.
+#[inline(always)]
+pub fn track(key: &ConnKey, conn_role: u8) -> Result<(), i64> {
+    // SAFETY: the walk only reads kernel memory through bpf_probe_read_kernel.
     let Some(sk) = (unsafe { tcp_sock_of_fd(key.fd)? }) else {
+        remember_fd(key, 0, conn_role);
         return Ok(());
     };
+    let traced = start_conn(sk, conn_role)?.is_some();
+    remember_fd(key, if traced { sk as u64 } else { 0 }, conn_role);
+    Ok(())
+}
+
+/// The socket behind `key` (from the fd cache, or by walking the fd table once) and its
+/// connection, picking up connections the tracer has not seen open (older than the tracer,
+/// inherited over fork or SCM_RIGHTS, or dropped by the agent). None when not traced.
+#[inline(always)]
+pub fn lookup(key: &ConnKey) -> Result<Option<(u64, *mut ConnState)>, i64> {
+    // SAFETY: read-only lookup of a plain value.
+    let cached = unsafe { FDS.get(key) }.copied();
+    if let Some(e) = cached {
+        if e.sock == 0 {
+            return Ok(None);
+        }
+        if let Some(st) = CONNS.get_ptr_mut(&e.sock) {
+            return Ok(Some((e.sock, st)));
+        }
+    }
+    // Not cached, or its socket left the table: walk (the fd may hold another file by now).
+    // SAFETY: as in `track`.
+    let Some(sk) = (unsafe { tcp_sock_of_fd(key.fd)? }) else {
+        remember_fd(key, 0, role::UNKNOWN);
+        return Ok(None);
+    };
+    let conn_role = match cached {
+        Some(e) if e.sock == sk as u64 => e.role,
+        _ => role::UNKNOWN,
+    };
+    if let Some(st) = CONNS.get_ptr_mut(&(sk as u64)) {
+        remember_fd(key, sk as u64, conn_role);
+        return Ok(Some((sk as u64, st)));
+    }
+    let o: Offsets = OFFSETS.load();
     // SAFETY: as above.
+    let tcp_state: u8 = unsafe { read_at(sk, o.skc_state)? };
+    if tcp_state == TCP_CLOSE || tcp_state == TCP_LISTEN {
+        remember_fd(key, 0, conn_role);
+        return Ok(None);
+    }
+    let st = start_conn(sk, conn_role)?;
+    remember_fd(key, if st.is_some() { sk as u64 } else { 0 }, conn_role);
+    if cached.is_some_and(|e| e.sock == sk as u64) {
+        count(stats::CONNS_READOPTED);
+    }
+    Ok(st.map(|st| (sk as u64, st)))
+}
+
+/// Announce a connection whose protocol was just recognised, as the current process sees it.
+#[inline(always)]
+pub fn emit_open(sock: u64, fd: i32, st: &mut ConnState) -> Result<(), i64> {
+    let sk = sock as *const u8;
+    // SAFETY: the socket is only read through bpf_probe_read_kernel.
     let info = unsafe { sock_info(sk)? };
     // SAFETY: as above.
     let netns = unsafe { sock_netns(sk)? };
@@ -252,29 +359,42 @@ pub fn emit_open(key: &ConnKey, st: &ConnState) -> Result<(), i64> {
         conn_id: st.conn_id,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
-        fd: key.fd,
+        fd,
         family: info.family,
         local_port: info.local_port,
         remote_port: info.remote_port,
         role: st.role,
-        _pad: 0,
+        state: st.state,
         netns,
         local_addr: info.local_addr,
         remote_addr: info.remote_addr,
         // SAFETY: helper without arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        sock,
     };
     if EVENTS.output::<ConnEvent>(&ev, 0).is_err() {
         count(stats::RINGBUF_DROPS_CONN);
+    } else {
+        st.announced = 1;
     }
     count(stats::CONNS_OPENED);
     Ok(())
 }
 
-/// Tell the agent a traced connection closed.
+/// Socket `sock` closed for good: tell the agent if it knew the connection, forget it.
 #[inline(always)]
-pub fn emit_close(key: &ConnKey, st: &ConnState) {
+pub fn close_sock(sock: u64) {
+    // SAFETY: read-only lookup; the value is copied before removal.
+    let Some(st) = (unsafe { CONNS.get(&sock) }).copied() else {
+        return;
+    };
+    let _ = CONNS.remove(&sock);
+    let _ = SNIFF.remove(&sock);
+    if st.announced == 0 {
+        return;
+    }
+    count(stats::CONNS_CLOSED);
     let pid_tgid = bpf_get_current_pid_tgid();
     let ev = ConnEvent {
         header: EventHeader {
@@ -284,10 +404,11 @@ pub fn emit_close(key: &ConnKey, st: &ConnState) {
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         conn_id: st.conn_id,
-        tgid: key.tgid,
+        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
-        fd: key.fd,
         role: st.role,
+        state: st.state,
+        sock,
         ..ConnEvent::default()
     };
     if EVENTS.output::<ConnEvent>(&ev, 0).is_err() {

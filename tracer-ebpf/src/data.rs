@@ -5,7 +5,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    conn::{role, state, ConnKey, ConnState},
+    classify::{classify_sample, Flow, Kind, Sample, Verdict, PREFIX},
+    conn::{role, state, ConnKey, ConnState, FdEntry, SniffBuf},
     data::{direction, flags, DataHeader, DataRecord, MAX_CAPTURE, MAX_IOV},
     event::{kind, EventHeader},
     stats,
@@ -13,9 +14,12 @@ use tracer_common::{
 
 use crate::{
     args::{src, Args},
-    conn::{emit_open, process_allowed, track},
+    conn::{emit_open, lookup, process_allowed},
     inject,
-    maps::{count, ARGS, CONFIG, CONNS, EVENTS, HEAD_PROG, SCRATCH},
+    maps::{
+        count, ExitCtx, ARGS, CONFIG, CONNS, EVENTS, EXIT_CTX, FDS, HEAD_PROG, SCRATCH, SNIFF,
+        SNIFF_PROG,
+    },
 };
 
 /// Offset of syscall argument `i` in a `syscalls:sys_enter_*` record.
@@ -39,17 +43,13 @@ struct Iovec {
     len: u64,
 }
 
-/// State of a connection, tracking it on first sight. None when it is not traced.
+/// Cache that `key` is not traced, so its next syscalls cost one lookup.
 #[inline(always)]
-pub fn conn_state(key: &ConnKey) -> Result<u8, i64> {
-    // SAFETY: read-only lookup of a plain value.
-    match unsafe { CONNS.get(key) } {
-        Some(st) => Ok(st.state),
-        None => track(key, tracer_common::conn::role::UNKNOWN),
-    }
+fn ignore_fd(key: &ConnKey) {
+    let _ = FDS.insert(key, &FdEntry::default(), 0);
 }
 
-/// Entry of a data syscall: remember where its bytes are if the fd is traced.
+/// Entry of a data syscall: remember where its bytes are if the fd is a traced connection.
 #[inline(always)]
 pub fn enter(
     fd: u64,
@@ -68,7 +68,25 @@ pub fn enter(
         tgid,
         fd: fd as i32,
     };
-    if conn_state(&key)? == state::IGNORED {
+    // A cached socket is not looked up in the connection table here: the exit does it, once
+    // (and caches the fd as untraced when its connection is).
+    // SAFETY: read-only lookup of a plain value.
+    let sock = match unsafe { FDS.get(&key) } {
+        Some(e) => e.sock,
+        None => match lookup(&key)? {
+            // SAFETY: valid map value pointer.
+            Some((sock, st)) if unsafe { (*st).state } != state::IGNORED => sock,
+            Some(_) => {
+                ignore_fd(&key);
+                0
+            }
+            None => 0,
+        },
+    };
+    if sock == 0 {
+        if source == src::MSG && direction == direction::INGRESS {
+            watch_fd_passing(pid_tgid, fd, ptr, syscall);
+        }
         return Ok(());
     }
     let args = Args {
@@ -80,12 +98,78 @@ pub fn enter(
         src: source,
         syscall,
         direction,
-        _pad: 0,
+        flags: 0,
+        sock,
     };
     if ARGS.insert(pid_tgid, args, 0).is_err() {
         count(stats::ARGS_TABLE_FULL);
     }
     Ok(())
+}
+
+/// A recvmsg on an untraced fd (a UNIX socket, usually) with a control buffer may receive file
+/// descriptors: their numbers may be cached as something else (see `maps::FDS`), so the exit
+/// forgets them. `msg` is the `struct user_msghdr`.
+#[inline(always)]
+fn watch_fd_passing(pid_tgid: u64, fd: u64, msg: u64, syscall: u8) {
+    // struct user_msghdr: msg_control at 32 (userspace ABI).
+    // SAFETY: user memory read through the helper.
+    let control = unsafe { bpf_probe_read_user((msg + 32) as *const u64) }.unwrap_or(0);
+    if control == 0 {
+        return;
+    }
+    let args = Args {
+        ptr: msg,
+        fd: fd as i32,
+        src: src::MSG,
+        syscall,
+        direction: direction::INGRESS,
+        flags: tracer_common::args::flags::FDS_MAY_ARRIVE,
+        ..Args::default()
+    };
+    let _ = ARGS.insert(pid_tgid, args, 0);
+}
+
+/// Most fds forgotten from one `SCM_RIGHTS` message.
+const MAX_PASSED_FDS: usize = 16;
+const SOL_SOCKET: i32 = 1;
+const SCM_RIGHTS: i32 = 1;
+
+/// After a recvmsg of [`watch_fd_passing`]: the fds of its first control message, if
+/// `SCM_RIGHTS`, are forgotten by the fd cache.
+#[inline(always)]
+fn forget_passed_fds(pid_tgid: u64, msg: u64) {
+    // SAFETY: user memory read through the helper.
+    let control = unsafe { bpf_probe_read_user((msg + 32) as *const u64) }.unwrap_or(0);
+    // SAFETY: as above.
+    let control_len = unsafe { bpf_probe_read_user((msg + 40) as *const u64) }.unwrap_or(0);
+    if control == 0 || control_len < 16 {
+        return;
+    }
+    // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; int fds[]; }
+    // SAFETY: as above.
+    let (len, level, ty) = unsafe {
+        (
+            bpf_probe_read_user(control as *const u64).unwrap_or(0),
+            bpf_probe_read_user((control + 8) as *const i32).unwrap_or(0),
+            bpf_probe_read_user((control + 12) as *const i32).unwrap_or(0),
+        )
+    };
+    if level != SOL_SOCKET || ty != SCM_RIGHTS || len < 16 {
+        return;
+    }
+    let n = ((len.min(control_len) - 16) / 4) as usize;
+    let tgid = (pid_tgid >> 32) as u32;
+    for i in 0..MAX_PASSED_FDS {
+        if i >= n {
+            break;
+        }
+        // SAFETY: as above.
+        if let Ok(fd) = unsafe { bpf_probe_read_user((control + 16 + 4 * i as u64) as *const i32) }
+        {
+            let _ = FDS.remove(&ConnKey { tgid, fd });
+        }
+    }
 }
 
 /// Take (and forget) the arguments saved at entry by the current thread.
@@ -144,30 +228,50 @@ unsafe fn copy_iov(base: *mut u8, iov: u64, iovcnt: u64, want: usize) -> usize {
     total
 }
 
-/// Whether `b`, the first four bytes of a connection's first message, start HTTP/1.x. Four
-/// bytes tell a method or a status line apart, so heads written in small pieces are recognised.
+/// Copy up to `want` of the syscall's bytes to `base`; returns how many were copied.
 #[inline(always)]
-fn looks_http1(b: &[u8; 4]) -> bool {
-    matches!(
-        b,
-        b"GET "
-            | b"PUT "
-            | b"POST"
-            | b"HEAD"
-            | b"DELE"
-            | b"PATC"
-            | b"OPTI"
-            | b"CONN"
-            | b"TRAC"
-            | b"HTTP"
-    )
+unsafe fn capture(base: *mut u8, args: &Args, want: usize) -> usize {
+    match args.src {
+        src::BUF => {
+            if copy_user(base, 0, args.ptr, want) {
+                want
+            } else {
+                0
+            }
+        }
+        src::IOV => copy_iov(base, args.ptr, args.len, want),
+        src::MSG => {
+            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (userspace ABI).
+            let iov = bpf_probe_read_user((args.ptr + 16) as *const u64).unwrap_or(0);
+            let cnt = bpf_probe_read_user((args.ptr + 24) as *const u64).unwrap_or(0);
+            if iov == 0 {
+                0
+            } else {
+                copy_iov(base, iov, cnt, want)
+            }
+        }
+        _ => 0,
+    }
 }
 
-/// Whether `b`, the first four bytes of a connection's first message, start a RESP command
-/// array (`*<count>\r\n`), as every Redis client sends commands.
+/// The configured capture size.
 #[inline(always)]
-fn looks_resp(b: &[u8; 4]) -> bool {
-    b[0] == b'*' && b[1].is_ascii_digit() && (b[2].is_ascii_digit() || b[2] == b'\r')
+fn capture_size() -> usize {
+    let cap = CONFIG.load().capture_bytes as usize;
+    if cap > MAX_CAPTURE {
+        MAX_CAPTURE
+    } else {
+        cap
+    }
+}
+
+#[inline(always)]
+fn min(a: u64, b: usize) -> usize {
+    if a < b as u64 {
+        a as usize
+    } else {
+        b
+    }
 }
 
 /// `BPF_RB_*` flags of `bpf_ringbuf_output` / `bpf_ringbuf_query`.
@@ -185,99 +289,258 @@ fn wakeup_flag() -> u64 {
     }
 }
 
+/// Hand the exit's context to a tail-called program (which starts with nothing known about
+/// these values: the verifier checks it once, not once per path that led here).
+#[inline(always)]
+fn stash(ctx: ExitCtx) -> bool {
+    let Some(x) = EXIT_CTX.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value, ours for this program run (and the programs it tail-calls).
+    unsafe { *x = ctx };
+    true
+}
+
 /// Exit of a data syscall: capture its bytes into a ring-buffer record.
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some((pid_tgid, args)) = take_args() else {
+    let Some((pid_tgid, mut args)) = take_args() else {
         return Ok(());
     };
     let moved = ret(ctx);
+    if args.flags & tracer_common::args::flags::FDS_MAY_ARRIVE != 0 {
+        if moved >= 0 {
+            forget_passed_fds(pid_tgid, args.ptr);
+        }
+        return Ok(());
+    }
     if moved <= 0 {
         return Ok(());
     }
-    let key = ConnKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: args.fd,
+    // Unknown at entry when the entry was seeded by the agent (a read in flight at attach
+    // time), or gone since (the agent dropped the connection while this read was blocked: it is
+    // picked up again here, so the bytes read are not lost).
+    let mut st = if args.sock != 0 {
+        CONNS.get_ptr_mut(&args.sock)
+    } else {
+        None
     };
-    // Unknown here when the entry was seeded by the agent (a read in flight at attach time) or
-    // the connection aged out of the table since the entry.
-    // SAFETY: read-only lookup of a plain value.
-    if unsafe { CONNS.get(&key) }.is_none()
-        && (!process_allowed(key.tgid) || track(&key, role::UNKNOWN)? == state::IGNORED)
-    {
-        return Ok(());
+    if st.is_none() {
+        let key = ConnKey {
+            tgid: (pid_tgid >> 32) as u32,
+            fd: args.fd,
+        };
+        if !process_allowed(key.tgid) {
+            return Ok(());
+        }
+        st = lookup(&key)?.map(|(sock, st)| {
+            args.sock = sock;
+            st
+        });
     }
-    let Some(st) = CONNS.get_ptr_mut(&key) else {
+    let Some(st) = st else {
         return Ok(());
     };
     // SAFETY: valid map value pointer; concurrent writers only race on advisory fields.
     let st: &mut ConnState = unsafe { &mut *st };
+    let sniffing = st.state == state::SNIFFING;
+    if !sniffing && !state::captured(st.state) {
+        ignore_fd(&ConnKey {
+            tgid: (pid_tgid >> 32) as u32,
+            fd: args.fd,
+        });
+        return Ok(());
+    }
     let Some(rec) = SCRATCH.get_ptr_mut(0) else {
         return Ok(());
     };
     // SAFETY: per-CPU scratch value, exclusively ours for this program run.
     let rec: &mut DataRecord = unsafe { &mut *rec };
-    let cap = CONFIG.load().capture_bytes as usize;
-    let cap = if cap > MAX_CAPTURE { MAX_CAPTURE } else { cap };
-    let want = if (moved as u64) < cap as u64 {
-        moved as usize
-    } else {
-        cap
-    };
-    let base = rec.data.as_mut_ptr();
-
-    let copied = match args.src {
-        // SAFETY: user memory is only read through bpf_probe_read_user.
-        src::BUF => {
-            if unsafe { copy_user(base, 0, args.ptr, want) } {
-                want
-            } else {
-                0
+    // Undecided connections: the bytes held from earlier messages of this direction go first.
+    let mut held = 0usize;
+    let mut held_ts = args.ts_enter;
+    if sniffing {
+        if let Some(b) = SNIFF.get_ptr_mut(&args.sock) {
+            // SAFETY: valid map value pointer.
+            let b: &SniffBuf = unsafe { &*b };
+            let dir = (args.direction & 1) as usize;
+            held = (b.len[dir] as usize) & (PREFIX - 1);
+            if held > 0 {
+                held_ts = b.ts_enter[dir];
             }
-        }
-        src::IOV => unsafe { copy_iov(base, args.ptr, args.len, want) },
-        src::MSG => {
-            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (userspace ABI).
-            let iov = unsafe { bpf_probe_read_user((args.ptr + 16) as *const u64) }.unwrap_or(0);
-            let cnt = unsafe { bpf_probe_read_user((args.ptr + 24) as *const u64) }.unwrap_or(0);
-            if iov == 0 {
-                0
-            } else {
-                unsafe { copy_iov(base, iov, cnt, want) }
-            }
-        }
-        _ => 0,
-    };
-
-    if st.state == state::SNIFFING {
-        let mut first = [0u8; 4];
-        if copied >= 4 {
-            first.copy_from_slice(&rec.data[..4]);
-        }
-        let sniffed = if copied < 4 {
-            state::SNIFFING
-        } else if looks_http1(&first) {
-            state::HTTP1
-        } else if looks_resp(&first) {
-            state::REDIS
-        } else {
-            state::SNIFFING
-        };
-        if sniffed != state::SNIFFING {
-            st.state = sniffed;
-            emit_open(&key, st)?;
-        } else {
-            st.sniff_budget = st.sniff_budget.saturating_sub(1);
-            if st.sniff_budget == 0 {
-                st.state = state::IGNORED;
-                count(stats::SNIFF_REJECTED);
-            }
-            return Ok(());
+            // All of it: the bytes past `held` are overwritten or zeroed before classifying.
+            rec.data[..PREFIX].copy_from_slice(&b.bytes[dir]);
         }
     }
+    let want = min(moved as u64, capture_size() - held);
+    // SAFETY: user memory is only read through bpf_probe_read_user; `held` < PREFIX and the
+    // record has PREFIX bytes of room past twice the capture size.
+    let copied = unsafe { capture(rec.data.as_mut_ptr().add(held), &args, want) };
+    if sniffing {
+        let x = ExitCtx {
+            pid_tgid,
+            moved,
+            args,
+            held: held as u64,
+            held_ts,
+            total: (held + copied) as u64,
+            sample: Sample::default(),
+        };
+        if stash(x) {
+            // Continues in `exit_sniff`.
+            // SAFETY: tail call with this program's own context.
+            let _ = unsafe { SNIFF_PROG.tail_call(ctx, 0) };
+        }
+        return Ok(());
+    }
+    emit(ctx, pid_tgid, &args, moved as u64, st, rec, copied);
+    Ok(())
+}
 
+/// Exit of a data syscall on a connection whose protocol is undecided (tail-called by the data
+/// exit): the bytes held from its earlier messages in the same direction and this syscall's
+/// are classified together. A verdict sends them as one record (after the connection's open
+/// record); too few bytes to tell are held for the next message; a connection that keeps
+/// saying nothing known is ignored.
+#[inline(always)]
+pub fn sniff(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(x) = EXIT_CTX.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: per-CPU value written by the exit that tail-called this program.
+    let ExitCtx {
+        pid_tgid,
+        moved,
+        args,
+        held,
+        held_ts,
+        total,
+        ..
+    } = unsafe { *x };
+    let sock = args.sock;
+    let Some(st) = CONNS.get_ptr_mut(&sock) else {
+        return Ok(());
+    };
+    // SAFETY: as in `exit`.
+    let st: &mut ConnState = unsafe { &mut *st };
+    if st.state != state::SNIFFING {
+        return Ok(());
+    }
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: per-CPU scratch value filled by the exit that tail-called this program.
+    let rec: &mut DataRecord = unsafe { &mut *rec };
+    let dir = (args.direction & 1) as usize;
+    let total = (total as usize) & (2 * MAX_CAPTURE - 1);
+    let buf = SNIFF.get_ptr_mut(&sock);
+    let verdict = classify_record(rec, total, Flow::of(st.role, args.direction));
+    let verdict = match verdict {
+        // Frame shapes are for connections joined mid-stream only.
+        Verdict::Is(_, Kind::Frame) if st.role != role::UNKNOWN => Verdict::Unknown,
+        v => v,
+    };
+    match verdict {
+        Verdict::Is(proto, _) => {
+            if buf.is_some() {
+                let _ = SNIFF.remove(&sock);
+            }
+            if CONFIG.load().protocols & proto.bit() == 0 {
+                st.state = state::IGNORED;
+                count(stats::SNIFF_NOT_CAPTURED);
+                return Ok(());
+            }
+            st.state = proto.state();
+            emit_open(sock, args.fd, st)?;
+            let first = Args {
+                ts_enter: held_ts,
+                ..args
+            };
+            emit(ctx, pid_tgid, &first, held + moved as u64, st, rec, total);
+        }
+        Verdict::NeedMore => {
+            if spend(st) {
+                let _ = SNIFF.remove(&sock);
+                return Ok(());
+            }
+            let b = match buf {
+                Some(b) => b,
+                None => {
+                    let _ = SNIFF.insert(&sock, &SniffBuf::default(), 0);
+                    let Some(b) = SNIFF.get_ptr_mut(&sock) else {
+                        return Ok(());
+                    };
+                    b
+                }
+            };
+            // SAFETY: valid map value pointer.
+            let b: &mut SniffBuf = unsafe { &mut *b };
+            b.len[dir] = total as u8;
+            b.ts_enter[dir] = held_ts;
+            // NeedMore: fewer than PREFIX bytes, zeros after them.
+            b.bytes[dir].copy_from_slice(&rec.data[..PREFIX]);
+            count(stats::SNIFF_HELD);
+        }
+        Verdict::Unknown => {
+            if let Some(b) = buf {
+                // SAFETY: valid map value pointer.
+                unsafe { (*b).len[dir] = 0 };
+            }
+            if spend(st) {
+                let _ = SNIFF.remove(&sock);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Classify the first `len` bytes of `rec` (leaves zeros after them, up to PREFIX).
+#[inline(always)]
+pub fn classify_record(rec: &mut DataRecord, len: usize, flow: Flow) -> Verdict {
+    // The classifier wants zeros past the bytes; `len` is at most the capture size, so the
+    // masked index never wraps.
+    for k in 0..PREFIX {
+        rec.data[(len + k) & (2 * MAX_CAPTURE - 1)] = 0;
+    }
+    let Some(x) = EXIT_CTX.get_ptr_mut(0) else {
+        return Verdict::Unknown;
+    };
+    // SAFETY: per-CPU value, ours for this program run.
+    let sample = unsafe { &mut (*x).sample };
+    sample.bytes.copy_from_slice(&rec.data[..PREFIX]);
+    sample.len = if len < PREFIX {
+        len as u32
+    } else {
+        PREFIX as u32
+    };
+    classify_sample(sample, flow)
+}
+
+/// One message of the sniff budget spent; true when none is left (the connection is ignored).
+#[inline(always)]
+fn spend(st: &mut ConnState) -> bool {
+    st.sniff_budget = st.sniff_budget.saturating_sub(1);
+    if st.sniff_budget == 0 {
+        st.state = state::IGNORED;
+        count(stats::SNIFF_REJECTED);
+        return true;
+    }
+    false
+}
+
+/// Send the record of `copied` captured bytes of a syscall that moved `moved`.
+#[inline(always)]
+fn emit(
+    ctx: &TracePointContext,
+    pid_tgid: u64,
+    args: &Args,
+    moved: u64,
+    st: &mut ConnState,
+    rec: &mut DataRecord,
+    copied: usize,
+) {
     let mut fl = 0u8;
-    if (copied as u64) < moved as u64 {
+    if (copied as u64) < moved {
         fl |= flags::TRUNCATED;
     }
     if args.src == src::NONE {
@@ -295,8 +558,8 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         // SAFETY: helper without arguments.
         ts_exit_ns: unsafe { bpf_ktime_get_ns() },
         conn_id: st.conn_id,
-        ret_len: moved as u64,
-        tgid: key.tgid,
+        ret_len: moved,
+        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         fd: args.fd,
         cap_len: copied as u32,
@@ -307,7 +570,7 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
         trace_id: [0; 16],
         span_id: [0; 8],
     };
-    if CONFIG.load().inject != 0 {
+    if CONFIG.load().inject != 0 && st.state == state::HTTP1 {
         if args.direction == direction::EGRESS {
             if st.role == role::SERVER {
                 inject::response_written(pid_tgid, st.conn_id);
@@ -317,22 +580,25 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
                 rec.header.span_id = inj.span_id;
                 rec.header.flags |= flags::INJECTED;
             }
-        } else if st.role == role::SERVER && copied >= 4 && request_start(&rec.data[..4]) {
-            // Continues in `inject::inject_head`, which sends the record; falls through only if
-            // that program is not loaded.
+        } else if st.role == role::SERVER
+            && copied >= 4
+            && stash(ExitCtx {
+                pid_tgid,
+                moved: moved as i64,
+                args: *args,
+                held: 0,
+                held_ts: 0,
+                total: copied as u64,
+                sample: Sample::default(),
+            })
+        {
+            // Continues in `inject::inject_head`, which sends the record if it starts a
+            // request head; falls through only if that program is not loaded.
             // SAFETY: tail call with this program's own context.
             let _ = unsafe { HEAD_PROG.tail_call(ctx, 0) };
         }
     }
     st.lost = u8::from(!send(rec, copied));
-    Ok(())
-}
-
-/// Whether `b` starts a request line.
-#[inline(always)]
-fn request_start(b: &[u8]) -> bool {
-    let first = [b[0], b[1], b[2], b[3]];
-    looks_http1(&first) && &first != b"HTTP"
 }
 
 /// Copy the header and `copied` captured bytes of `rec` to the ring buffer. False if it was full.

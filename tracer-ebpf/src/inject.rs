@@ -25,7 +25,8 @@ use aya_ebpf::{
     programs::{SkMsgContext, SockOpsContext, TracePointContext},
 };
 use tracer_common::{
-    conn::{ConnKey, AF_INET, AF_INET6},
+    classify::{Flow, Kind, Protocol, Verdict},
+    conn::{AF_INET, AF_INET6},
     data::{flags, DataRecord},
     inject::{
         sock_mode, Injected, ProcModel, SockKey, SockState, ThreadCtx, ACTIVE_SLOTS,
@@ -37,7 +38,8 @@ use tracer_common::{
 use crate::{
     conn::passes_filters,
     maps::{
-        count, CONNS, CONN_READER, INJECTED, MSG_SCRATCH, OFFSETS, PENDING_SOCKS, PROC_MODEL,
+        count, CONNS, CONN_READER, EXIT_CTX, INJECTED, MSG_SCRATCH, OFFSETS, PENDING_SOCKS,
+        PROC_MODEL,
         SCRATCH, SOCKS, SOCK_STATE, THREAD_CTX,
     },
     scan,
@@ -234,8 +236,9 @@ pub fn take_injected(pid_tgid: u64, since: u64) -> Option<Injected> {
 // ---------------------------------------------------------------------------------------------
 // Read exits: request heads of server connections (tail call)
 
-/// Tail-called by a read exit with a server request head in `SCRATCH`: set the thread's context
-/// and send the record. Returning from here ends the exit program.
+/// Tail-called by a read exit of a server connection with its record in `SCRATCH`: a request
+/// head sets the thread's context; the record is sent either way. Returning from here ends the
+/// exit program.
 #[tracepoint]
 pub fn inject_head(_ctx: TracePointContext) -> u32 {
     let Some(rec) = SCRATCH.get_ptr_mut(0) else {
@@ -244,19 +247,23 @@ pub fn inject_head(_ctx: TracePointContext) -> u32 {
     // SAFETY: per-CPU scratch filled by the exit program that tail-called this one.
     let rec: &mut DataRecord = unsafe { &mut *rec };
     let h = rec.header;
-    let pid_tgid = ((h.tgid as u64) << 32) | h.tid as u64;
     let len = (h.cap_len as usize) & (2 * tracer_common::data::MAX_CAPTURE - 1);
-    let trace = request_head(pid_tgid, h.conn_id, rec.data.as_ptr(), len);
-    rec.header.trace_id = trace;
-    rec.header.flags |= flags::KERNEL_TRACE;
+    if crate::data::classify_record(rec, len, Flow::ToServer)
+        == Verdict::Is(Protocol::Http1, Kind::Request)
+    {
+        let pid_tgid = ((h.tgid as u64) << 32) | h.tid as u64;
+        let trace = request_head(pid_tgid, h.conn_id, rec.data.as_ptr(), len);
+        rec.header.trace_id = trace;
+        rec.header.flags |= flags::KERNEL_TRACE;
+    }
     let ok = crate::data::send(rec, len);
-    let key = ConnKey {
-        tgid: h.tgid,
-        fd: h.fd,
-    };
-    if let Some(st) = CONNS.get_ptr_mut(&key) {
-        // SAFETY: valid map value pointer.
-        unsafe { (*st).lost = u8::from(!ok) };
+    if let Some(x) = EXIT_CTX.get_ptr_mut(0) {
+        // SAFETY: per-CPU value written by the exit that tail-called this program.
+        let sock = unsafe { (*x).args.sock };
+        if let Some(st) = CONNS.get_ptr_mut(&sock) {
+            // SAFETY: valid map value pointer.
+            unsafe { (*st).lost = u8::from(!ok) };
+        }
     }
     0
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     config::Config,
-    conn::{ConnKey, ConnState},
+    conn::{ConnKey, ConnState, FdEntry, SniffBuf},
     data::DataRecord,
     inject::{HeadInfo, Injected, MsgScratch, ProcModel, SockKey, SockState, ThreadCtx},
     offsets::Offsets,
@@ -20,9 +20,50 @@ use crate::args::Args;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// (tgid, fd) -> connection state; LRU so fds of vanished processes age out.
+/// Socket (`struct sock` address) -> connection state: every fd of a socket, in any process,
+/// is one connection. Entries go when the socket's last fd is closed or TCP reaches CLOSE; LRU
+/// for the rest.
 #[map]
-pub static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
+pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// (tgid, fd) -> socket: the fd cache of the hot path, so the fd table is walked once per fd.
+/// Non-socket fds are cached too and kept across close (a process opening and closing a file
+/// per request then costs one lookup per syscall, not a walk plus an insert and a delete); an
+/// fd number given a socket again comes through accept/connect (which overwrite) or dup2/dup3
+/// (which forget it).
+#[map]
+pub static FDS: LruHashMap<ConnKey, FdEntry> = LruHashMap::with_max_entries(65536, 0);
+
+/// Socket -> first bytes of its messages while its protocol is undecided.
+#[map]
+pub static SNIFF: LruHashMap<u64, SniffBuf> = LruHashMap::with_max_entries(8192, 0);
+
+/// What a data exit hands to the programs it tail-calls.
+#[derive(Clone, Copy)]
+pub struct ExitCtx {
+    pub pid_tgid: u64,
+    pub moved: i64,
+    pub args: Args,
+    /// Connections being classified: bytes held from earlier messages, at the record's start.
+    pub held: u64,
+    /// Entry time of the first of those messages.
+    pub held_ts: u64,
+    /// Bytes in the record: held + captured.
+    pub total: u64,
+    /// What the classifier reads (in map memory: see `classify_sample`).
+    pub sample: tracer_common::classify::Sample,
+}
+
+#[map]
+pub static EXIT_CTX: PerCpuArray<ExitCtx> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: `exit_sniff`, tail-called for connections whose protocol is undecided.
+#[map]
+pub static SNIFF_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Processes forked by traced ones after the tracer started (`--pid` covers them).
+#[map]
+pub static FILTER_CHILDREN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// pid_tgid -> arguments saved at syscall entry, taken at exit. A plain preallocated hash: it is
 /// written at every traced entry and emptied at every exit, and LRU bookkeeping on that path cost
@@ -107,6 +148,14 @@ pub static OFFSETS: Global<Offsets> = Global::new(Offsets {
     net_ns_inum: Offsets::ABSENT,
     task_tgid: 0,
     task_comm: 0,
+    skc_state: 0,
+    file_count: Offsets::ABSENT,
+    file_ref_zero_based: 0,
+    tp_state_skaddr: 8,
+    tp_state_newstate: 20,
+    tp_newtask_pid: 8,
+    tp_newtask_flags: 32,
+    _pad: 0,
 });
 
 /// Add one to a counter.

@@ -5,16 +5,18 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use tracer_common::{
-    conn::{role, state, ConnKey},
+    config::filter,
+    conn::{role, ConnKey},
     data::{direction, syscall},
+    offsets::Offsets,
     stats,
 };
 
 use crate::{
     args::src,
-    conn::{emit_close, process_allowed, track},
-    data::{arg, enter, exit, ret, take_args},
-    maps::{count, CONNS},
+    conn::{close_sock, last_reference, pid_allowed, process_allowed, track, TCP_CLOSE},
+    data::{arg, enter, exit, ret, sniff, take_args},
+    maps::{count, CONFIG, FDS, FILTER_CHILDREN, OFFSETS},
 };
 
 /// EINPROGRESS: a non-blocking connect under way still binds the local address.
@@ -58,6 +60,12 @@ macro_rules! data_probe {
 #[tracepoint]
 pub fn exit_data(ctx: TracePointContext) -> u32 {
     body!(exit(&ctx))
+}
+
+/// Tail-called by [`exit_data`] while a connection's protocol is undecided.
+#[tracepoint]
+pub fn exit_sniff(ctx: TracePointContext) -> u32 {
+    body!(sniff(&ctx))
 }
 
 // ssize_t read(int fd, void *buf, size_t count);
@@ -150,10 +158,8 @@ fn count_batch(fd: u64, id: u32) -> Result<(), i64> {
         fd: fd as i32,
     };
     // SAFETY: read-only lookup of a plain value.
-    if let Some(st) = unsafe { CONNS.get(&key) } {
-        if st.state != state::IGNORED {
-            count(id);
-        }
+    if unsafe { FDS.get(&key) }.is_some_and(|e| e.sock != 0) {
+        count(id);
     }
     Ok(())
 }
@@ -190,7 +196,8 @@ fn enter_conn(fd: u64) -> Result<(), i64> {
         src: src::NONE,
         syscall: 0,
         direction: 0,
-        _pad: 0,
+        flags: 0,
+        sock: 0,
     };
     if crate::maps::ARGS.insert(pid_tgid, args, 0).is_err() {
         count(stats::ARGS_TABLE_FULL);
@@ -216,7 +223,7 @@ fn exit_conn(ctx: &TracePointContext) -> Result<(), i64> {
         tgid: (pid_tgid >> 32) as u32,
         fd: args.fd,
     };
-    track(&key, role::CLIENT).map(|_| ())
+    track(&key, role::CLIENT)
 }
 
 // int accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
@@ -244,7 +251,6 @@ fn exit_acc(ctx: &TracePointContext) -> Result<(), i64> {
         },
         role::SERVER,
     )
-    .map(|_| ())
 }
 
 // int close(int fd);
@@ -253,19 +259,95 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     body!(on_close(arg(&ctx, 0)))
 }
 
+/// A socket's fd is forgotten by the fd cache (other fds are kept: see `maps::FDS`); the
+/// connection ends if this was the socket's last fd.
 #[inline(always)]
 fn on_close(fd: u64) -> Result<(), i64> {
     let key = ConnKey {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         fd: fd as i32,
     };
-    // SAFETY: read-only lookup; the value is copied before removal.
-    let Some(st) = (unsafe { CONNS.get(&key) }).copied() else {
+    // SAFETY: read-only lookup; the value is copied.
+    let Some(e) = (unsafe { FDS.get(&key) }).copied() else {
         return Ok(());
     };
-    if state::captured(st.state) {
-        emit_close(&key, &st);
+    if e.sock == 0 {
+        return Ok(());
     }
-    let _ = CONNS.remove(&key);
+    let _ = FDS.remove(&key);
+    // SAFETY: the fd table is only read through bpf_probe_read_kernel.
+    if unsafe { last_reference(key.fd) } {
+        close_sock(e.sock);
+    }
+    Ok(())
+}
+
+// int dup(int oldfd); int dup2(int oldfd, int newfd); int dup3(int oldfd, int newfd, int flags);
+// The returned fd holds another file now: forgotten by the fd cache.
+#[tracepoint]
+pub fn exit_dup(ctx: TracePointContext) -> u32 {
+    body!(on_dup(&ctx))
+}
+
+#[inline(always)]
+fn on_dup(ctx: &TracePointContext) -> Result<(), i64> {
+    let fd = ret(ctx);
+    if fd < 0 {
+        return Ok(());
+    }
+    let key = ConnKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        fd: fd as i32,
+    };
+    let _ = FDS.remove(&key);
+    Ok(())
+}
+
+/// `sock:inet_sock_set_state`: a TCP socket reaching CLOSE ends its connection, whoever holds
+/// its fds (a process that exited without closing them, a child that inherited them).
+#[tracepoint]
+pub fn sock_state(ctx: TracePointContext) -> u32 {
+    body!(on_sock_state(&ctx))
+}
+
+#[inline(always)]
+fn on_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let o: Offsets = OFFSETS.load();
+    // SAFETY: offsets of the record's fields, read from its tracefs format by the agent.
+    let new_state: i32 = unsafe { ctx.read_at(o.tp_state_newstate as usize) }?;
+    if new_state != i32::from(TCP_CLOSE) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let sk: u64 = unsafe { ctx.read_at(o.tp_state_skaddr as usize) }?;
+    close_sock(sk);
+    Ok(())
+}
+
+const CLONE_THREAD: u64 = 0x10000;
+
+/// `task:task_newtask` (runs in the parent): with `--pid`, a process forked by a traced one is
+/// traced too (inetd-style servers answer from a child).
+#[tracepoint]
+pub fn new_task(ctx: TracePointContext) -> u32 {
+    body!(on_new_task(&ctx))
+}
+
+#[inline(always)]
+fn on_new_task(ctx: &TracePointContext) -> Result<(), i64> {
+    if CONFIG.load().filters & filter::PID == 0 {
+        return Ok(());
+    }
+    let o: Offsets = OFFSETS.load();
+    // SAFETY: offsets of the record's fields, read from its tracefs format by the agent.
+    let flags: u64 = unsafe { ctx.read_at(o.tp_newtask_flags as usize) }?;
+    if flags & CLONE_THREAD != 0 || !pid_allowed((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let child: u32 = unsafe { ctx.read_at(o.tp_newtask_pid as usize) }?;
+    if FILTER_CHILDREN.insert(&child, &1, 0).is_ok() {
+        count(stats::CHILDREN_TRACED);
+    }
     Ok(())
 }

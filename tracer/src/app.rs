@@ -56,8 +56,10 @@ pub fn run(cli: Cli) -> Result<()> {
         cgroup_ids,
         inject: cli.inject_context,
         cgroup_dirs: cli.cgroups.clone(),
+        protocols: captured_protocols(),
     })?;
     let ring = probes.take_events()?;
+    let mut forgetter = probes.take_conn_forgetter()?;
 
     // Build every stage and channel before any runs.
     let (ring_to_conns_tx, ring_to_conns_rx) = mpsc::channel(pipeline::RING_TO_CONNS);
@@ -65,7 +67,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let (spans_to_link_tx, spans_to_link_rx) = mpsc::channel(pipeline::SPANS_TO_LINK);
     let (link_to_export_tx, link_to_export_rx) = mpsc::channel(pipeline::LINK_TO_EXPORT);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let conns_stage = conns::ConnsStage::new(
+    let mut conns_stage = conns::ConnsStage::new(
         conns::ConnsConfig {
             max_connections: cli.max_connections,
             request_timeout_ns: cli.request_timeout().as_nanos() as u64,
@@ -73,6 +75,9 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         stats.clone(),
     );
+    conns_stage.on_forget(Box::new(move |sock| {
+        forgetter.forget(sock);
+    }));
     let clock = Clock::new();
     let span_opts = spans::SpanOptions {
         show_query_values: cli.show_query_values,
@@ -135,6 +140,18 @@ pub fn run(cli: Cli) -> Result<()> {
     let lines = export_thread.join().unwrap_or_default();
     print_summary(&stats, pending, &lines);
     Ok(())
+}
+
+/// The kernel captures the protocols the agent has a parser for (`protocol::PROTOCOLS`).
+fn captured_protocols() -> u32 {
+    crate::protocol::PROTOCOLS
+        .iter()
+        .filter_map(|p| {
+            tracer_common::classify::Protocol::ALL
+                .iter()
+                .find(|c| c.name() == p.name())
+        })
+        .fold(0, |bits, c| bits | c.bit())
 }
 
 fn refresh_kernel_stats(probes: &Probes, stats: &Stats) {
@@ -234,9 +251,15 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         stats.conns_expired_idle.get(),
     );
     eprintln!(
-        "tracer: connections: protocol recognised={}, left untraced after their first bytes={}; iovec arrays cut at {} entries={}",
+        "tracer: connections: protocol recognised={}, left untraced after their first bytes={}, of a protocol not captured={}, first bytes held until decided={}, closed={}, announced again after being dropped={}; requests dropped with their connection={}; processes traced as children of traced ones={}; iovec arrays cut at {} entries={}",
         stats.kernel(k::CONNS_OPENED),
         stats.kernel(k::SNIFF_REJECTED),
+        stats.kernel(k::SNIFF_NOT_CAPTURED),
+        stats.kernel(k::SNIFF_HELD),
+        stats.kernel(k::CONNS_CLOSED),
+        stats.kernel(k::CONNS_READOPTED),
+        stats.requests_dropped_evicted.get(),
+        stats.kernel(k::CHILDREN_TRACED),
         tracer_common::data::MAX_IOV,
         stats.kernel(k::IOV_TRUNCATED),
     );

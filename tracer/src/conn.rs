@@ -78,6 +78,8 @@ impl ConnMeta {
 /// A tracked connection.
 pub struct Conn {
     pub meta: Arc<ConnMeta>,
+    /// The kernel's key of the connection (`ConnEvent::sock`).
+    pub sock: u64,
     /// Chosen on the first segment a registered protocol recognises.
     pub parser: Option<Box<dyn ConnParser>>,
     /// Monotonic ns of the last event.
@@ -96,6 +98,7 @@ impl Conn {
     pub fn new(meta: Arc<ConnMeta>, ts: u64) -> Self {
         Self {
             meta,
+            sock: 0,
             parser: None,
             last_seen: ts,
             thread_parents: Default::default(),

@@ -55,6 +55,10 @@ pub struct Stats {
     pub requests_unanswered: Counter,
     /// Exchanges reported with a head not wholly seen (`tracer.truncated`).
     pub exchanges_truncated: Counter,
+    /// Requests still waiting for their response when their connection was dropped from the
+    /// table (LRU or idle): not reported (the connection is picked up again at its next syscall,
+    /// so their answers were not missing).
+    pub requests_dropped_evicted: Counter,
     /// Spans released without their expected parent (it never came within the hold bound).
     pub link_timeouts: Gauge,
     /// Kernel counters (ring-buffer losses...), refreshed periodically, by `tracer_common::stats` id.

@@ -12,14 +12,16 @@ pub struct Peers {
     pub pip: &'static [&'static str],
 }
 
-/// The programs the tests talk to: servers and clients (Redis: redis-server, redis-cli and
-/// redis-py), an OTLP collector (rotel), a Prometheus parser, openssl for the TLS exporter
+/// The programs the tests talk to: servers and clients (busybox httpd: a server answering from
+/// forked children; Redis: redis-server, redis-cli and redis-py), an OTLP collector (rotel), a
+/// Prometheus parser, openssl for the TLS exporter
 /// test's certificates, and an application instrumented with the OpenTelemetry SDK (context
 /// propagation test).
 pub const TEST_PEERS: Peers = Peers {
     debian: &[
         "nginx",
         "curl",
+        "busybox-static",
         "iproute2",
         "util-linux",
         "openssl",

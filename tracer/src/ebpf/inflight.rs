@@ -42,7 +42,9 @@ impl Blocked {
             src: self.src,
             syscall: self.syscall,
             direction: direction::INGRESS,
-            _pad: 0,
+            flags: 0,
+            // Unknown: the exit looks the fd up.
+            sock: 0,
         }
     }
 }

@@ -40,7 +40,7 @@ pub enum LoadError {
     Missing(String),
     #[error(transparent)]
     Refused(#[from] Refused),
-    #[error("attaching {program} to syscalls:{tracepoint} failed: {source} (the kernel needs syscall tracepoints: CONFIG_FTRACE_SYSCALLS)")]
+    #[error("attaching {program} to {tracepoint} failed: {source} (the kernel needs syscall tracepoints: CONFIG_FTRACE_SYSCALLS)")]
     Attach {
         program: String,
         tracepoint: String,
@@ -109,6 +109,8 @@ pub struct ProbeConfig {
     pub inject: bool,
     /// Cgroup v2 directories of the `--cgroup` filter (injection attaches there).
     pub cgroup_dirs: Vec<std::path::PathBuf>,
+    /// Protocols whose connections the kernel captures (`tracer_common::classify::Protocol::bit`).
+    pub protocols: u32,
 }
 
 /// Loaded and attached programs. Dropping it detaches everything.
@@ -135,6 +137,13 @@ pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
     let net_ns_inum = match (off("net", "ns"), off("ns_common", "inum")) {
         (Ok(ns), Ok(inum)) => ns + inum,
         _ => Offsets::ABSENT,
+    };
+    // The file's reference count: `f_ref` (a file_ref_t, 0 for one reference) since 6.13,
+    // `f_count` (1 for one) before.
+    let (file_count, file_ref_zero_based) = match (off("file", "f_ref"), off("file", "f_count")) {
+        (Ok(o), _) => (o, 1),
+        (_, Ok(o)) => (o, 0),
+        _ => (Offsets::ABSENT, 0),
     };
     Ok(Offsets {
         task_files: off("task_struct", "files")?,
@@ -167,7 +176,60 @@ pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
         net_ns_inum,
         task_tgid: off("task_struct", "tgid")?,
         task_comm: off("task_struct", "comm")?,
+        skc_state: skc_off("skc_state")?,
+        file_count,
+        file_ref_zero_based,
+        // Record layouts of the other tracepoints: see `tracepoint_offsets`.
+        tp_state_skaddr: 8,
+        tp_state_newstate: 20,
+        tp_newtask_pid: 8,
+        tp_newtask_flags: 32,
+        _pad: 0,
     })
+}
+
+/// Offset of `field` in the records of tracepoint `category:name`, from its tracefs `format`.
+fn tracepoint_field(category: &str, name: &str, field: &str) -> Result<u32, LoadError> {
+    let format = [system::TRACEFS, "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/{category}/{name}/format")).ok()
+        })
+        .ok_or_else(|| {
+            LoadError::System(format!(
+                "tracepoint {category}:{name} not found in tracefs (the kernel lacks it)"
+            ))
+        })?;
+    format_field(&format, field).ok_or_else(|| {
+        LoadError::System(format!(
+            "tracepoint {category}:{name} has no field `{field}`"
+        ))
+    })
+}
+
+/// Offset of `field` in a tracefs `format` text (`field:TYPE NAME; offset:N; size:N; ...`).
+pub fn format_field(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';');
+        let decl = parts.next()?.trim().strip_prefix("field:")?;
+        let name = decl.rsplit([' ', '*']).next()?;
+        let name = name.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        parts
+            .find_map(|p| p.trim().strip_prefix("offset:"))
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// Offsets of the fields the programs read from the non-syscall tracepoints.
+fn tracepoint_offsets(o: &mut Offsets) -> Result<(), LoadError> {
+    o.tp_state_skaddr = tracepoint_field("sock", "inet_sock_set_state", "skaddr")?;
+    o.tp_state_newstate = tracepoint_field("sock", "inet_sock_set_state", "newstate")?;
+    o.tp_newtask_pid = tracepoint_field("task", "task_newtask", "pid")?;
+    o.tp_newtask_flags = tracepoint_field("task", "task_newtask", "clone_flags")?;
+    Ok(())
 }
 
 fn comm_key(name: &str) -> Result<[u8; 16], LoadError> {
@@ -202,8 +264,9 @@ impl Probes {
             .iter()
             .map(|c| comm_key(c))
             .collect::<Result<Vec<_>, _>>()?;
-        let offsets = kernel_offsets(&btf::Btf::from_sys()?)?;
+        let mut offsets = kernel_offsets(&btf::Btf::from_sys()?)?;
         ensure_tracefs().map_err(LoadError::System)?;
+        tracepoint_offsets(&mut offsets)?;
 
         let mut filters = 0;
         for (set, bit) in [
@@ -221,6 +284,7 @@ impl Probes {
             capture_bytes: cfg.capture_bytes,
             filters,
             inject: u32::from(cfg.inject),
+            protocols: cfg.protocols,
             ..Config::default_const()
         };
         let mut ebpf = EbpfLoader::new()
@@ -242,15 +306,21 @@ impl Probes {
         )?;
         fill(&mut ebpf, names::MAP_FILTER_COMMS, comms.into_iter())?;
 
-        let mut links = Vec::with_capacity(names::TRACEPOINTS.len());
-        for (program, tracepoint) in names::TRACEPOINTS {
+        set_tail_call(&mut ebpf, names::PROG_SNIFF, names::MAP_SNIFF_PROG)?;
+        let mut links =
+            Vec::with_capacity(names::TRACEPOINTS.len() + names::OTHER_TRACEPOINTS.len());
+        let all = names::TRACEPOINTS
+            .iter()
+            .map(|(p, t)| (*p, "syscalls", *t))
+            .chain(names::OTHER_TRACEPOINTS.iter().copied());
+        for (program, category, tracepoint) in all {
             let prog: &mut TracePoint = ebpf
                 .program_mut(program)
-                .ok_or_else(|| LoadError::Missing((*program).into()))?
+                .ok_or_else(|| LoadError::Missing(program.into()))?
                 .try_into()
                 .map_err(|source| LoadError::Attach {
-                    program: (*program).into(),
-                    tracepoint: (*tracepoint).into(),
+                    program: program.into(),
+                    tracepoint: format!("{category}:{tracepoint}"),
                     source: Box::new(source),
                 })?;
             // A program serving several tracepoints is loaded (verified) once.
@@ -260,20 +330,20 @@ impl Probes {
                         Some(r) => LoadError::Refused(r),
                         None => LoadError::Attach {
                             program: (*program).into(),
-                            tracepoint: (*tracepoint).into(),
+                            tracepoint: format!("{category}:{tracepoint}"),
                             source: Box::new(source),
                         },
                     }
                 })?;
             }
             let link = prog
-                .attach("syscalls", tracepoint)
+                .attach(category, tracepoint)
                 .map_err(|source| LoadError::Attach {
-                    program: (*program).into(),
-                    tracepoint: (*tracepoint).into(),
+                    program: program.into(),
+                    tracepoint: format!("{category}:{tracepoint}"),
                     source: Box::new(source),
                 })?;
-            links.push((*program, link));
+            links.push((program, link));
         }
         if cfg.inject {
             if let Err(r) = inject::attach(&mut ebpf, &cfg.cgroup_dirs)? {
@@ -349,6 +419,20 @@ impl Probes {
         Ok(seeded)
     }
 
+    /// A handle that makes the kernel forget connections (by `ConnEvent::sock`), so that their
+    /// next syscall announces them again (can be taken once).
+    pub fn take_conn_forgetter(&mut self) -> Result<ConnForgetter, LoadError> {
+        let map = self
+            .ebpf
+            .take_map(names::MAP_CONNS)
+            .ok_or_else(|| LoadError::Missing(names::MAP_CONNS.into()))?;
+        let map = BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
+            name: names::MAP_CONNS,
+            source: Box::new(source),
+        })?;
+        Ok(ConnForgetter { map })
+    }
+
     /// The ring buffer the programs write records to (can be taken once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         let map = self
@@ -382,6 +466,55 @@ impl Probes {
     pub fn events_fd(ring: &RingBuf<MapData>) -> i32 {
         ring.as_raw_fd()
     }
+}
+
+/// Deletes entries of the kernel's connection table (see [`Probes::take_conn_forgetter`]).
+pub struct ConnForgetter {
+    map: BpfHashMap<MapData, u64, tracer_common::conn::ConnState>,
+}
+
+impl ConnForgetter {
+    /// Forget the connection on socket `sock`; false if the kernel had no such entry (the
+    /// socket closed meanwhile).
+    pub fn forget(&mut self, sock: u64) -> bool {
+        self.map.remove(&sock).is_ok()
+    }
+}
+
+/// Put program `prog` in slot 0 of the program array `map` (a tail call target).
+fn set_tail_call(ebpf: &mut Ebpf, prog: &'static str, map: &'static str) -> Result<(), LoadError> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| LoadError::Missing(prog.into()))?
+        .try_into()
+        .map_err(|source| LoadError::Attach {
+            program: prog.into(),
+            tracepoint: "a tail call".into(),
+            source: Box::new(source),
+        })?;
+    p.load().map_err(|source| LoadError::Attach {
+        program: prog.into(),
+        tracepoint: "a tail call".into(),
+        source: Box::new(source),
+    })?;
+    let fd = p
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
+        .map_err(|source| LoadError::Attach {
+            program: prog.into(),
+            tracepoint: "a tail call".into(),
+            source: Box::new(source),
+        })?;
+    let mut slots = aya::maps::ProgramArray::try_from(map_mut(ebpf, map)?).map_err(|source| {
+        LoadError::Map {
+            name: map,
+            source: Box::new(source),
+        }
+    })?;
+    slots.set(0, &fd, 0).map_err(|source| LoadError::Map {
+        name: map,
+        source: Box::new(source),
+    })
 }
 
 fn fill<K: aya::Pod>(
@@ -422,5 +555,37 @@ mod tests {
             Some("unknown func bpf_get_current_pid_tgid#14")
         );
         assert_eq!(verifier_reason(""), None);
+    }
+
+    const SET_STATE: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\
+\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn tracepoint_format_fields() {
+        for (field, want) in [
+            ("skaddr", Some(8)),
+            ("newstate", Some(20)),
+            ("saddr_v6", Some(40)),
+            ("parent_comm", Some(8)),
+            ("common_pid", Some(4)),
+            ("oldstate", None),
+            ("saddr", None),
+        ] {
+            assert_eq!(format_field(SET_STATE, field), want, "{field}");
+        }
+    }
+
+    #[test]
+    fn running_kernel_has_the_tracepoints_and_offsets() {
+        let mut o = kernel_offsets(&btf::Btf::from_sys().expect("kernel BTF")).expect("offsets");
+        assert_ne!(o.file_count, Offsets::ABSENT);
+        ensure_tracefs().expect("tracefs");
+        tracepoint_offsets(&mut o).expect("tracepoint formats");
+        assert_eq!((o.tp_state_skaddr, o.tp_state_newstate), (8, 20));
     }
 }

@@ -33,7 +33,7 @@ pub fn check_privileges() -> Result<(), String> {
     ))
 }
 
-const TRACEFS: &str = "/sys/kernel/tracing";
+pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Mount tracefs at /sys/kernel/tracing when it is missing (syscall tracepoints need it).
 pub fn ensure_tracefs() -> Result<(), String> {

@@ -175,8 +175,16 @@ impl Sink {
     }
 }
 
+/// Makes the kernel forget a connection (by its socket key), so that its next syscall
+/// announces it again.
+pub type Forget = Box<dyn FnMut(u64) + Send>;
+
 pub struct ConnsStage {
     cfg: ConnsConfig,
+    forget: Option<Forget>,
+    /// Connections dropped from the table while open, by id: records of theirs the kernel sent
+    /// before it forgot them (the agent drops them asynchronously) pick them up again.
+    dropped: LruCache<u64, (Arc<ConnMeta>, u64)>,
     table: ConnTable,
     processes: ProcessCache,
     sink: Sink,
@@ -188,6 +196,10 @@ impl ConnsStage {
     pub fn new(cfg: ConnsConfig, stats: Arc<Stats>) -> Self {
         Self {
             cfg,
+            forget: None,
+            dropped: LruCache::new(
+                NonZeroUsize::new(cfg.max_connections).unwrap_or(NonZeroUsize::MIN),
+            ),
             table: ConnTable::new(cfg.max_connections),
             processes: ProcessCache::new(4096),
             sink: Sink {
@@ -201,6 +213,13 @@ impl ConnsStage {
             },
             pairs: Pairs::default(),
         }
+    }
+
+    /// Connections dropped from the table while still open are forgotten by the kernel too
+    /// with `f`, so they are announced again (as connections older than the tracer) when next
+    /// used.
+    pub fn on_forget(&mut self, f: Forget) {
+        self.forget = Some(f);
     }
 
     fn stats(&self) -> &Stats {
@@ -220,13 +239,15 @@ impl ConnsStage {
                 );
                 let process = self.processes.get(ev.tgid, &comm_str(&ev.comm));
                 let mut conn = Conn::new(Arc::new(ConnMeta::from_event(&ev, process)), ev.ts_ns);
+                conn.sock = ev.sock;
                 self.pair(&mut conn);
                 if let Some(mut evicted) = self.table.insert(conn) {
                     self.stats().conns_evicted_lru.inc();
-                    self.finish(&mut evicted, ev.ts_ns, out);
+                    self.drop_open(&mut evicted);
                 }
             }
             RawEvent::Close { conn_id, ts_ns } => {
+                self.dropped.pop(&conn_id);
                 if let Some(mut conn) = self.table.remove(conn_id) {
                     self.finish(&mut conn, ts_ns, out);
                 }
@@ -248,6 +269,19 @@ impl ConnsStage {
             flags = h.flags,
             "data"
         );
+        if self.table.peek_mut(h.conn_id).is_none() {
+            let Some((meta, sock)) = self.dropped.pop(&h.conn_id) else {
+                self.sink.stats.data_unknown_conn.inc();
+                return;
+            };
+            let mut conn = Conn::new(meta, h.ts_enter_ns);
+            conn.sock = sock;
+            self.pair(&mut conn);
+            if let Some(mut evicted) = self.table.insert(conn) {
+                self.sink.stats.conns_evicted_lru.inc();
+                self.drop_open(&mut evicted);
+            }
+        }
         let Some(conn) = self.table.get_mut(h.conn_id) else {
             self.sink.stats.data_unknown_conn.inc();
             return;
@@ -310,6 +344,25 @@ impl ConnsStage {
         self.pairs.remove(&conn.meta);
     }
 
+    /// An open connection leaves the table (full, or idle): the kernel forgets it too, so its
+    /// next syscall announces it again. Its requests still waiting are dropped and counted, not
+    /// reported as unanswered: their responses may well come, on the connection announced again.
+    fn drop_open(&mut self, conn: &mut Conn) {
+        if let Some(p) = conn.parser.as_ref() {
+            self.sink
+                .stats
+                .requests_dropped_evicted
+                .add(p.pending_count() as u64);
+        }
+        if let Some(f) = self.forget.as_mut() {
+            f(conn.sock);
+        }
+        self.dropped
+            .put(conn.meta.conn_id, (conn.meta.clone(), conn.sock));
+        self.sink.forget(conn);
+        self.pairs.remove(&conn.meta);
+    }
+
     /// Periodic work at monotonic `now`: report requests that waited too long, forget idle
     /// connections.
     pub fn tick(&mut self, now: u64, out: &mut Vec<Parsed>) {
@@ -326,7 +379,7 @@ impl ConnsStage {
         {
             if let Some(mut conn) = self.table.remove(id) {
                 self.sink.stats.conns_expired_idle.inc();
-                self.finish(&mut conn, now, out);
+                self.drop_open(&mut conn);
             }
         }
         self.stats().conns_active.set(self.table.len() as u64);

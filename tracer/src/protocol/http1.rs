@@ -1094,6 +1094,14 @@ impl ConnParser for Http1Conn {
     fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
+
+    fn pending_count(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| !p.dropped)
+            .map(|p| usize::try_from(p.count).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add)
+    }
 }
 
 fn emit(out: &mut ParseOutput, record: Record) {

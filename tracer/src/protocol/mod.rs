@@ -165,6 +165,8 @@ pub trait ConnParser: Send {
     fn expire(&mut self, now: u64, timeout_ns: u64, out: &mut ParseOutput);
     /// Whether requests are still waiting for their responses.
     fn has_pending(&self) -> bool;
+    /// How many requests are waiting for their responses (that would give spans).
+    fn pending_count(&self) -> usize;
 }
 
 /// A protocol: recognises its first bytes and makes parsers.

@@ -1070,6 +1070,15 @@ impl ConnParser for RedisConn {
         !self.unanswered_at_gap.is_empty()
             || self.pending.iter().any(|s| matches!(s, Slot::Command(_)))
     }
+
+    fn pending_count(&self) -> usize {
+        self.unanswered_at_gap.len()
+            + self
+                .pending
+                .iter()
+                .filter(|s| matches!(s, Slot::Command(_)))
+                .count()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
