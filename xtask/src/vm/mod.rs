@@ -443,7 +443,8 @@ fn check(lines: &[String], may_degrade: bool) -> Results {
         let r = if verdict == "ok" {
             Ok(())
         } else {
-            Err(detail.to_string())
+            // One line, even when an agent's error quotes a whole verifier log.
+            Err(detail.chars().take(600).collect())
         };
         results.push((name.to_string(), r));
     }
