@@ -3,6 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     programs::TracePointContext,
+    EbpfContext,
 };
 use tracer_common::{
     classify::{classify_sample, Flow, Kind, Sample, Verdict, PREFIX},
@@ -22,18 +23,20 @@ use crate::{
     },
 };
 
-/// Offset of syscall argument `i` in a `syscalls:sys_enter_*` record.
+/// Syscall argument `i` (< 6) of a `syscalls:sys_enter_*` record: six 8-byte arguments from
+/// offset 16. Read straight from the record (a tracepoint program may load its context at
+/// constant offsets), not through a helper call: this runs for every read and write on the host.
 #[inline(always)]
 pub fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: the tracepoint record holds six 8-byte arguments from offset 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+    // SAFETY: constant, aligned offset within the record (i < 6 at every call site).
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u64).add(2 + i)) }
 }
 
-/// Return value in a `syscalls:sys_exit_*` record.
+/// Return value in a `syscalls:sys_exit_*` record (`long ret` at offset 16), read as `arg`.
 #[inline(always)]
 pub fn ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: `long ret` sits at offset 16 of every sys_exit record.
-    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+    // SAFETY: as in `arg`.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const i64).add(2)) }
 }
 
 #[repr(C)]
