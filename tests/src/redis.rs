@@ -20,6 +20,8 @@ use crate::{
 
 /// The redis-py scenarios.
 pub const REDIS_CLIENT: &str = include_str!("py/redis_client.py");
+/// An HTTP server reading from Redis while it serves (`py/redis_http.py`; a `PyApp`).
+pub const REDIS_HTTP: &str = include_str!("py/redis_http.py");
 
 pub struct RedisServer {
     proc: Proc,

@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use tracer_tests::{
-    redis::{python_peer, redis_cli, redis_py, EarlyClient, RedisServer},
-    Agent, Expect, Gated, Peer, Span, TempDir, SPAN_TIMEOUT,
+    pyapp::PyApp,
+    redis::{python_peer, redis_cli, redis_py, EarlyClient, RedisServer, REDIS_HTTP},
+    trace::{assert_chain, describe, TraceIds},
+    Agent, Curl, Expect, Gated, Peer, Span, TempDir, SPAN_TIMEOUT,
 };
 
 const RUN: Duration = Duration::from_secs(60);
@@ -91,7 +93,17 @@ fn simple(resp: u8) {
         ("SELECT", "SELECT ?", "0", None),
         ("GET", "GET ?", "3", None),
     ]);
-    agent.expect_exact(&both_ends(&me, &redis.peer(), redis.port, &commands));
+    let spans = agent.expect_exact(&both_ends(&me, &redis.peer(), redis.port, &commands));
+    linked_by_connection(&spans);
+}
+
+/// Each (client, server) pair of `spans` is one trace: the server span a child of the client
+/// span, linked by their connection.
+fn linked_by_connection(spans: &[Span]) {
+    for pair in spans.chunks(2) {
+        assert_chain(pair);
+        assert_eq!(pair[1].link(), "connection", "{}", describe(pair));
+    }
 }
 
 /// Plain commands, an error reply (`error.type` = its prefix) and `SELECT` (`db.namespace`).
@@ -211,7 +223,7 @@ fn multi_exec_transaction() {
     let agent = Agent::json(&[redis.pid(), client.pid()], &[]);
     let me = python_peer(client.pid());
     finish(client, true);
-    agent.expect_exact(&both_ends(
+    let spans = agent.expect_exact(&both_ends(
         &me,
         &redis.peer(),
         redis.port,
@@ -223,6 +235,44 @@ fn multi_exec_transaction() {
             ("EXEC", "EXEC", "0", None),
         ],
     ));
+    linked_by_connection(&spans);
+}
+
+/// An HTTP server reading Redis while serving a curl request: curl's span, the server's span
+/// (by connection), its Redis client span (by thread) and redis-server's span (by connection)
+/// are one trace.
+#[test]
+fn linked_by_thread_and_connection() {
+    let redis = RedisServer::start();
+    let app = PyApp::start("redis_http", REDIS_HTTP, &[&redis.port.to_string()]);
+    let curl = Curl::get(format!("http://127.0.0.1:{}/key/nothing", app.port));
+    let curl_pid = curl.pid();
+    let agent = Agent::json(&[redis.pid(), app.pid(), curl_pid], &[]);
+    let t = curl.run()[0];
+    assert_eq!(t.code, 404);
+    let spans = agent.expect_exact(&[
+        Peer::curl(curl_pid)
+            .client("GET", "/key/nothing", app.port)
+            .status(404),
+        app.peer()
+            .server("GET", "/key/nothing", app.port, Some(t.local_port))
+            .status(404),
+        app.peer()
+            .redis_client("GET", "GET ?", "0", redis.port)
+            .ok(),
+        redis
+            .peer()
+            .redis_server("GET", "GET ?", "0", redis.port)
+            .ok(),
+    ]);
+    assert_chain(&spans);
+    let links: Vec<&str> = spans.iter().map(|s| s.link()).collect();
+    assert_eq!(
+        links,
+        ["root", "connection", "thread", "connection"],
+        "{}",
+        describe(&spans)
+    );
 }
 
 /// Pub/sub: the messages pushed to the subscriber are never taken for replies (RESP2 arrays,

@@ -1,5 +1,10 @@
 //! Application protocols. Each protocol is one module holding an incremental parser over
-//! captured byte streams; adding a protocol is one module plus one line in [`PROTOCOLS`].
+//! captured byte streams and the typed record of a finished exchange; adding a protocol is one
+//! module plus one line in [`PROTOCOLS`] (docs/pipeline.md lists every file it takes).
+//!
+//! The protocol owns exchange identity: its parser reports each exchange's start ([`Started`])
+//! and its finished record ([`ExchangeRecord`]) under an id of its choosing; the rest of the
+//! pipeline keys on that id and never looks inside a record.
 
 pub mod http1;
 #[cfg(test)]

@@ -5,12 +5,15 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use super::otlp::{runtime, sample_spans};
 use crate::{
     export::{
-        prometheus::{route_of, PrometheusExporter, BUCKETS, MAX_ROUTES_PER_SERVICE},
+        prometheus::{
+            route_of, PrometheusExporter, BUCKETS, DB_BUCKETS, MAX_OPERATIONS_PER_SERVICE,
+            MAX_ROUTES_PER_SERVICE,
+        },
         queue::{DropReason, ExportCounters},
         testutil::{process, span, span_of},
         Exporter,
     },
-    span::{SpanRecord, SpanSummary},
+    span::{SpanKind, SpanRecord, SpanSummary},
     stats::Stats,
 };
 
@@ -182,6 +185,27 @@ fn metrics_endpoint() {
         error_type: None,
     };
     p.export(&[Arc::new(odd)]);
+    // Database client operations: 2 GETs (2 ms, 20 ms), a failed LPUSH, and more operations than
+    // the cap.
+    let db = |n: u32, op: &str, ms: u64, err: Option<&str>| {
+        let mut s = span_of(process(8, "cart"), n);
+        s.kind = SpanKind::Client;
+        s.summary = SpanSummary::Db {
+            system: "redis",
+            operation: op.into(),
+            error_type: err.map(str::to_string),
+        };
+        with_duration(s, ms)
+    };
+    p.export(&[
+        db(1, "GET", 2, None),
+        db(2, "GET", 20, None),
+        db(3, "LPUSH", 1, Some("WRONGTYPE")),
+    ]);
+    let ops: Vec<Arc<SpanRecord>> = (0..MAX_OPERATIONS_PER_SERVICE as u32 + 5)
+        .map(|i| db(100 + i, &format!("OP{i}"), 1, None))
+        .collect();
+    p.export(&ops);
 
     let (status, ctype, text) = scrape(&rt, addr, None);
     assert_eq!(status, 200);
@@ -262,6 +286,51 @@ fn metrics_endpoint() {
             &[("service", "crawler"), ("http_route", "/{other}")]
         ),
         50.0
+    );
+
+    let get = [
+        ("service", "cart"),
+        ("db_system_name", "redis"),
+        ("db_operation_name", "GET"),
+        ("error_type", ""),
+    ];
+    let b = buckets(&s, "db_client_operation_duration_seconds", &get);
+    let les: Vec<f64> = b
+        .iter()
+        .map(|(le, _)| *le)
+        .filter(|le| le.is_finite())
+        .collect();
+    assert_eq!(
+        les,
+        DB_BUCKETS.to_vec(),
+        "database semantic-convention boundaries"
+    );
+    let at = |le: f64| b.iter().find(|(l, _)| *l == le).unwrap().1;
+    assert_eq!((at(0.001), at(0.005), at(0.05)), (0.0, 1.0, 2.0));
+    assert_eq!(
+        scalar(
+            &s,
+            "db_client_operation_duration_seconds_count",
+            &[("db_operation_name", "LPUSH"), ("error_type", "WRONGTYPE")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.series(
+            "db_client_operation_duration_seconds_count",
+            &[("service", "cart")]
+        )
+        .len(),
+        MAX_OPERATIONS_PER_SERVICE + 1,
+        "capped operations plus _OTHER"
+    );
+    assert!(
+        s.series(
+            "db_client_operation_duration_seconds_count",
+            &[("service", "shop")]
+        )
+        .is_empty(),
+        "a database server span is not a client operation"
     );
 
     // The agent's own counters.
