@@ -1,8 +1,8 @@
 //! Userspace pipeline cost per span (issue 5, scenario 3): synthetic ring-buffer records of an
 //! nginx-like keep-alive exchange (a request read, a response written) go through
 //! decode -> connections stage (reassembly + HTTP/1 parse) -> span build -> link -> OTLP
-//! protobuf bytes (what the OTLP exporter sends: `span_data` -> opentelemetry-proto's transform ->
-//! prost encoding of an `ExportTraceServiceRequest`).
+//! protobuf bytes (what the OTLP exporter sends: an `ExportTraceServiceRequest` written by its
+//! encoder straight from the spans).
 //!
 //! Run: `cargo bench -p tracer --bench pipeline` (or `cargo xtask bench`, which reads the
 //! medians from target/criterion). Benchmarks process one span per iteration, except those
@@ -15,18 +15,13 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::{hint::black_box, mem::size_of, sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use opentelemetry_proto::{
-    tonic::collector::trace::v1::ExportTraceServiceRequest,
-    transform::{
-        common::tonic::ResourceAttributesWithSchema,
-        trace::tonic::group_spans_by_resource_and_scope,
-    },
-};
-use prost::Message as _;
 use rand::SeedableRng;
 use tracer::{
     clock::Clock,
-    export::otlp::{resource, scope, span_data, ResourceBase},
+    export::otlp::{
+        encode::{Encoder, Format},
+        ResourceBase,
+    },
     pipeline::{
         conns::{ConnsConfig, ConnsStage},
         link::Linker,
@@ -158,30 +153,6 @@ fn encode_json(span: &SpanRecord) -> usize {
 
 const BATCH: usize = 512;
 
-/// OTLP/protobuf request bytes for a batch of spans of one process (the exporter's unit).
-struct Otlp {
-    scope: opentelemetry::InstrumentationScope,
-    resource: ResourceAttributesWithSchema,
-}
-
-impl Otlp {
-    fn new(span: &SpanRecord) -> Self {
-        let res = resource(&span.process, &ResourceBase::new(Vec::new()));
-        Self {
-            scope: scope(),
-            resource: (&res).into(),
-        }
-    }
-
-    fn encode(&self, spans: &[SpanRecord]) -> Vec<u8> {
-        let data = spans.iter().map(|s| span_data(s, &self.scope)).collect();
-        let req = ExportTraceServiceRequest {
-            resource_spans: group_spans_by_resource_and_scope(data, &self.resource),
-        };
-        req.encode_to_vec()
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let clock = Clock::with_offset(1_700_000_000_000_000_000);
     let opts = SpanOptions {
@@ -250,7 +221,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(encode_json(black_box(&done))))
     });
 
-    let otlp = Otlp::new(&done);
+    // The exporter's encoder: one request of a batch (of one process), into its reused buffer.
+    let mut otlp = Encoder::new(Format::Protobuf, ResourceBase::new(Vec::new()));
     let batch: Vec<SpanRecord> = (0..BATCH).map(|_| done.clone()).collect();
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("5_encode_otlp_batch512", |b| {

@@ -13,8 +13,6 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };
-    // Still the only thread.
-    tracer::export::config::pin_compression_env(&cli.export);
     let filter = tracing_subscriber::EnvFilter::try_new(format!("tracer={}", cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tracer=warn"));
     tracing_subscriber::fmt()

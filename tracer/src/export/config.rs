@@ -384,21 +384,6 @@ impl ExportConfig {
     }
 }
 
-/// `opentelemetry-otlp` reads `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` from the process
-/// environment itself whenever no compression is set in code, and code can only ask for one, not
-/// for none. So `--otlp-compression none` reaches the crate through the environment, where the
-/// crate checks first; without it `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` would win over the flag.
-/// Must run before any other thread exists (it sets a variable).
-pub fn pin_compression_env(args: &ExportArgs) {
-    if args
-        .otlp_compression
-        .as_deref()
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("none"))
-    {
-        std::env::set_var("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none");
-    }
-}
-
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }

@@ -242,8 +242,9 @@ fn deliver(protocol: Protocol, gzip: bool) -> (Vec<Received>, String) {
 #[test]
 fn otlp_grpc() {
     let (received, summary) = deliver(Protocol::Grpc, false);
-    // Both processes fit one batch: one request per process.
-    assert_eq!(received.len(), 2);
+    // Both processes fit one batch: one request, with one resource per process.
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].request.resource_spans.len(), 2);
     assert!(
         summary.starts_with("otlp: 5 spans exported, 0 failed exports"),
         "{summary}"

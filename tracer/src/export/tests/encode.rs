@@ -1,0 +1,239 @@
+//! The OTLP encoder's requests, decoded with the official protobufs (and their OTLP/JSON
+//! mapping), must hold exactly the spans and resources they were made from.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
+    resource::v1::Resource,
+    trace::v1::{
+        span::SpanKind as ProtoKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+    },
+};
+use prost::Message as _;
+use rstest::rstest;
+
+use crate::{
+    export::{
+        otlp::{
+            encode::{Encoder, Format},
+            resource_attributes, ResourceBase,
+        },
+        testutil::{process, span_of},
+    },
+    process::ProcessInfo,
+    span::{KeyValue as Kv, LinkKind, SpanKind, SpanRecord, SpanStatus, Value},
+};
+
+fn base() -> ResourceBase {
+    ResourceBase {
+        host_name: "node-1".into(),
+        extra: vec![("deployment.environment".into(), "agent".into())],
+    }
+}
+
+fn decode(format: Format, bytes: &[u8]) -> ExportTraceServiceRequest {
+    match format {
+        Format::Protobuf => ExportTraceServiceRequest::decode(bytes).unwrap(),
+        Format::Json => serde_json::from_slice(bytes)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes))),
+    }
+}
+
+fn any(v: &Value) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(match v {
+            Value::Str(s) => any_value::Value::StringValue(s.clone()),
+            Value::Int(i) => any_value::Value::IntValue(*i),
+            Value::Bool(b) => any_value::Value::BoolValue(*b),
+        }),
+    })
+}
+
+fn kv(k: &str, v: &Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: any(v),
+        ..Default::default()
+    }
+}
+
+/// The span as opentelemetry-proto holds it; `remote`: whether its parent is another process's.
+fn expected_span(s: &SpanRecord, remote: bool) -> Span {
+    let mut attributes: Vec<KeyValue> = s.attributes.iter().map(|a| kv(a.key, &a.value)).collect();
+    attributes.push(kv("tracer.link", &s.link.as_str().into()));
+    attributes.push(kv("thread.id", &Value::Int(i64::from(s.tid))));
+    let (code, message) = match &s.status {
+        SpanStatus::Unset => (StatusCode::Unset, String::new()),
+        SpanStatus::Error { message } => (StatusCode::Error, message.clone()),
+    };
+    Span {
+        trace_id: s.trace_id.to_vec(),
+        span_id: s.span_id.to_vec(),
+        trace_state: String::new(),
+        parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+        // Sampled, and whether the parent is remote is known (0x100) and set (0x200).
+        flags: 0x101 | if remote { 0x200 } else { 0 },
+        name: s.name.clone(),
+        kind: match s.kind {
+            SpanKind::Server => ProtoKind::Server,
+            SpanKind::Client => ProtoKind::Client,
+        } as i32,
+        start_time_unix_nano: s.start_unix_ns,
+        end_time_unix_nano: s.end_unix_ns,
+        attributes,
+        dropped_attributes_count: 0,
+        events: Vec::new(),
+        dropped_events_count: 0,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status: Some(Status {
+            message,
+            code: code as i32,
+        }),
+    }
+}
+
+fn expected_resource_spans(p: &ProcessInfo, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: resource_attributes(p, &base())
+                .iter()
+                .map(|(k, v)| kv(k, v))
+                .collect(),
+            dropped_attributes_count: 0,
+            entity_refs: Vec::new(),
+        }),
+        scope_spans: vec![ScopeSpans {
+            scope: Some(InstrumentationScope {
+                name: "tracer".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+            }),
+            spans,
+            schema_url: String::new(),
+        }],
+        schema_url: String::new(),
+    }
+}
+
+/// Attribute values at the edges of their encodings (varint sizes, negative ints, escapes).
+fn edge_attributes() -> Vec<Kv> {
+    vec![
+        Kv::new("http.request.method", "GET"),
+        Kv::new("url.path", "/a\"b\\c\n\t\u{1}/é/ü/中"),
+        Kv::new("url.query", ""),
+        Kv::new("zero", 0i64),
+        Kv::new("minus.one", -1i64),
+        Kv::new("min", i64::MIN),
+        Kv::new("max", i64::MAX),
+        Kv::new("one.byte", 127i64),
+        Kv::new("two.bytes", 128i64),
+        Kv::new("three.bytes", 16384i64),
+        Kv::new("s127", "x".repeat(127)),
+        Kv::new("s128", "y".repeat(128)),
+        Kv::new("big", "z".repeat(20_000)),
+        Kv::new("yes", true),
+        Kv::new("no", false),
+    ]
+}
+
+#[rstest]
+#[case::server_root(SpanKind::Server, None, LinkKind::Root, SpanStatus::Unset, false)]
+#[case::server_header_parent(SpanKind::Server, Some([1, 2, 3, 4, 5, 6, 7, 8]), LinkKind::Header, SpanStatus::Unset, true)]
+#[case::server_injected_parent(SpanKind::Server, Some([9; 8]), LinkKind::Injected, SpanStatus::Unset, true)]
+#[case::server_connection_parent(SpanKind::Server, Some([0xff; 8]), LinkKind::Connection, SpanStatus::Error { message: "HTTP 500".into() }, true)]
+#[case::client_thread_parent_error(SpanKind::Client, Some([0xee, 0, 0, 0, 0, 0, 0, 1]), LinkKind::Thread, SpanStatus::Error { message: "connection reset".into() }, false)]
+#[case::client_root_error_without_message(SpanKind::Client, None, LinkKind::Root, SpanStatus::Error { message: String::new() }, false)]
+fn one_span(
+    #[case] kind: SpanKind,
+    #[case] parent: Option<[u8; 8]>,
+    #[case] link: LinkKind,
+    #[case] status: SpanStatus,
+    #[case] remote: bool,
+    #[values(Format::Protobuf, Format::Json)] format: Format,
+    #[values(false, true)] edge_values: bool,
+) {
+    let p = process(4242, "shop");
+    let mut s = span_of(p.clone(), 3);
+    (s.kind, s.parent_span_id, s.link, s.status) = (kind, parent, link, status);
+    if edge_values {
+        s.attributes = edge_attributes();
+        s.name = "PROPFIND \"x\"".into();
+        s.tid = u32::MAX;
+    }
+    let mut enc = Encoder::new(format, base());
+    let got = decode(format, enc.encode(&[&s]));
+    let want = ExportTraceServiceRequest {
+        resource_spans: vec![expected_resource_spans(&p, vec![expected_span(&s, remote)])],
+    };
+    assert_eq!(got, want);
+}
+
+/// Spans of several processes, interleaved: one `ResourceSpans` per process, in first-seen
+/// order, each with its spans in batch order; the encoder's buffers are reused batch to batch.
+#[rstest]
+fn several_processes(#[values(Format::Protobuf, Format::Json)] format: Format) {
+    let a = process(10, "a");
+    let b = Arc::new(ProcessInfo {
+        pid: 20,
+        exe_name: "python3".into(),
+        exe_path: String::new(),
+        command_line: String::new(),
+        service_name: "b".into(),
+        resource_attributes: vec![("team".into(), "payments".into())],
+        start_ticks: 7,
+    });
+    // The same pid again, another start time: another process (a reused pid).
+    let a2 = Arc::new(ProcessInfo {
+        start_ticks: 99_999,
+        ..(*a).clone()
+    });
+    let order = [(&a, 1), (&b, 2), (&a, 3), (&a2, 4), (&b, 5), (&a, 6)];
+    let spans: Vec<Arc<SpanRecord>> = order
+        .iter()
+        .map(|(p, n)| {
+            let mut s = span_of((*p).clone(), *n);
+            if *n % 2 == 0 {
+                s.kind = SpanKind::Client;
+                s.attributes
+                    .push(Kv::new("big", "q".repeat(300 * *n as usize)));
+            }
+            Arc::new(s)
+        })
+        .collect();
+    let want_of = |ns: &[u32]| {
+        let group = |p: &Arc<ProcessInfo>, ns: &[u32]| {
+            let spans = spans
+                .iter()
+                .filter(|s| s.process.start_ticks == p.start_ticks && s.process.pid == p.pid)
+                .filter(|s| ns.contains(&u32::from_be_bytes(s.span_id[4..].try_into().unwrap())))
+                .map(|s| expected_span(s, false))
+                .collect::<Vec<_>>();
+            (!spans.is_empty()).then(|| expected_resource_spans(p, spans))
+        };
+        ExportTraceServiceRequest {
+            resource_spans: [&a, &b, &a2]
+                .into_iter()
+                .filter_map(|p| group(p, ns))
+                .collect(),
+        }
+    };
+    let mut enc = Encoder::new(format, base());
+    let all = decode(format, enc.encode(&spans));
+    assert_eq!(all.resource_spans.len(), 3);
+    assert_eq!(all, want_of(&[1, 2, 3, 4, 5, 6]));
+    // A smaller batch after a larger one, then the first again: nothing left over.
+    let part = decode(format, enc.encode(&spans[4..]));
+    let mut want = want_of(&[5, 6]);
+    // First seen in this batch: b (span 5), then a.
+    want.resource_spans.swap(0, 1);
+    assert_eq!(part, want);
+    assert_eq!(decode(format, enc.encode(&spans)), all);
+    assert_eq!(
+        decode(format, enc.encode::<SpanRecord>(&[])),
+        ExportTraceServiceRequest::default()
+    );
+}
