@@ -39,8 +39,7 @@ use crate::{
     conn::passes_filters,
     maps::{
         count, CONNS, CONN_READER, EXIT_CTX, INJECTED, MSG_SCRATCH, OFFSETS, PENDING_SOCKS,
-        PROC_MODEL,
-        SCRATCH, SOCKS, SOCK_STATE, THREAD_CTX,
+        PROC_MODEL, SCRATCH, SOCKS, SOCK_STATE, THREAD_CTX,
     },
     scan,
 };

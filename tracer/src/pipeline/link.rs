@@ -262,7 +262,12 @@ impl<R: Rng> Linker<R> {
         self.resolve(span, t, LinkKind::Root, out);
     }
 
-    fn release_as_header(&mut self, mut u: Unlinked, ctx: RemoteContext, out: &mut Vec<SpanRecord>) {
+    fn release_as_header(
+        &mut self,
+        mut u: Unlinked,
+        ctx: RemoteContext,
+        out: &mut Vec<SpanRecord>,
+    ) {
         u.span.parent_span_id = Some(ctx.span_id);
         u.span.parent_sampled = Some(ctx.sampled);
         self.resolve(u, ctx.trace_id, LinkKind::Header, out);

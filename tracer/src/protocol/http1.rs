@@ -1954,62 +1954,35 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+    use crate::protocol::testconn::TestConn;
     use Direction::{Egress, Ingress};
 
-    /// One connection under test with a deterministic clock: the k-th segment fed has
-    /// `ts_enter = 100 * k`, `ts_exit = 100 * k + 5` and `tid = k`.
-    struct Conn {
-        parser: Box<dyn ConnParser>,
-        out: ParseOutput,
-        segments: u64,
+    /// One connection under test (see `testconn`) whose records are HTTP/1 exchanges.
+    struct Conn(TestConn);
+
+    impl std::ops::Deref for Conn {
+        type Target = TestConn;
+        fn deref(&self) -> &TestConn {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Conn {
+        fn deref_mut(&mut self) -> &mut TestConn {
+            &mut self.0
+        }
     }
 
     impl Conn {
         fn new(role: Role) -> Self {
-            Conn {
-                parser: Http1.parser(role),
-                out: ParseOutput::default(),
-                segments: 0,
-            }
-        }
-
-        fn feed(&mut self, dir: Direction, bytes: &[u8]) {
-            self.feed_with(dir, bytes, 0, false);
-        }
-
-        fn feed_with(&mut self, dir: Direction, bytes: &[u8], missing: u64, lost_before: bool) {
-            self.segments += 1;
-            let k = self.segments;
-            let seg = Segment {
-                dir,
-                bytes,
-                missing,
-                lost_before,
-                ts_enter: 100 * k,
-                ts_exit: 100 * k + 5,
-                tid: u32::try_from(k).unwrap(),
-            };
-            self.parser.feed(&seg, &mut self.out);
+            Conn(TestConn::new(&Http1, role))
         }
 
         fn exchanges(&mut self) -> Vec<Exchange> {
-            self.out
-                .messages
-                .drain(..)
-                .filter_map(http1_exchange)
+            self.records::<Record>()
+                .into_iter()
+                .map(|r| r.exchange)
                 .collect()
-        }
-
-        fn errors(&mut self) -> Vec<ParseError> {
-            std::mem::take(&mut self.out.errors)
-        }
-
-        fn close(&mut self, ts: u64) {
-            self.parser.close(ts, &mut self.out);
-        }
-
-        fn expire(&mut self, now: u64, timeout_ns: u64) {
-            self.parser.expire(now, timeout_ns, &mut self.out);
         }
     }
 

@@ -10,6 +10,8 @@ pub mod http1;
 #[cfg(test)]
 pub(crate) mod pcap;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod testconn;
 
 use std::{any::Any, fmt};
 

@@ -1200,55 +1200,32 @@ mod tests {
     use Direction::{Egress, Ingress};
 
     use super::*;
+    use crate::protocol::testconn::TestConn;
 
-    /// One connection under test: the k-th segment fed has `ts_enter = 100 * k`,
-    /// `ts_exit = 100 * k + 5` and `tid = k`.
-    struct Conn {
-        parser: Box<dyn ConnParser>,
-        out: ParseOutput,
-        segments: u64,
+    /// One connection under test (see `testconn`) whose records are Redis commands.
+    struct Conn(TestConn);
+
+    impl std::ops::Deref for Conn {
+        type Target = TestConn;
+        fn deref(&self) -> &TestConn {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Conn {
+        fn deref_mut(&mut self) -> &mut TestConn {
+            &mut self.0
+        }
     }
 
     impl Conn {
         fn new(role: Role) -> Self {
-            Conn {
-                parser: Redis.parser(role),
-                out: ParseOutput::default(),
-                segments: 0,
-            }
-        }
-
-        fn feed(&mut self, dir: Direction, bytes: &[u8]) {
-            self.feed_with(dir, bytes, 0, false);
-        }
-
-        fn feed_with(&mut self, dir: Direction, bytes: &[u8], missing: u64, lost_before: bool) {
-            self.segments += 1;
-            let k = self.segments;
-            let seg = Segment {
-                dir,
-                bytes,
-                missing,
-                lost_before,
-                ts_enter: 100 * k,
-                ts_exit: 100 * k + 5,
-                tid: u32::try_from(k).unwrap(),
-            };
-            self.parser.feed(&seg, &mut self.out);
+            Conn(TestConn::new(&Redis, role))
         }
 
         fn commands(&mut self) -> Vec<Command> {
-            self.out.messages.drain(..).map(command).collect()
+            self.records()
         }
-
-        fn errors(&mut self) -> Vec<ParseError> {
-            std::mem::take(&mut self.out.errors)
-        }
-    }
-
-    fn command(m: super::super::Message) -> Command {
-        let any: Box<dyn std::any::Any> = m;
-        *any.downcast::<Command>().expect("a redis command")
     }
 
     /// A command array of `args`.
@@ -1652,10 +1629,10 @@ mod tests {
     fn close_and_expire_report_what_waits() {
         let mut c = Conn::new(Role::Client);
         c.feed(Egress, &[cmd(&["GET", "a"]), cmd(&["GET", "b"])].concat());
-        c.parser.expire(1_000, 2_000, &mut c.out);
+        c.expire(1_000, 2_000);
         assert!(c.commands().is_empty());
-        c.parser.expire(10_000, 2_000, &mut c.out);
-        c.parser.close(20_000, &mut c.out);
+        c.expire(10_000, 2_000);
+        c.close(20_000);
         let got = c.commands();
         let outcomes: Vec<(Outcome, u64)> = got.iter().map(|x| (x.outcome, x.end_ns)).collect();
         assert_eq!(
@@ -1733,7 +1710,7 @@ mod tests {
         for (dst, _, bytes) in &payloads {
             c.feed(if *dst == server_port { Ingress } else { Egress }, bytes);
         }
-        c.parser.close(u64::MAX, &mut c.out);
+        c.close(u64::MAX);
         (c.commands(), c.errors())
     }
 
@@ -1808,10 +1785,11 @@ mod tests {
                 let missing = [0, 0, 0, 1, 2, 7, u64::MAX][rng.below(7)];
                 c.feed_with(dir, &bytes, missing, rng.below(20) == 0);
                 if rng.below(10) == 0 {
-                    c.parser.expire(c.segments * 100, 5, &mut c.out);
+                    let now = c.segments * 100;
+                    c.expire(now, 5);
                 }
             }
-            c.parser.close(u64::MAX, &mut c.out);
+            c.close(u64::MAX);
             assert!(!c.parser.has_pending());
             for x in c.commands() {
                 assert_ne!(x.role, Role::Unknown);
