@@ -44,7 +44,8 @@ pub struct Offsets {
     /// `task:task_newtask` record: `pid` and `clone_flags`.
     pub tp_newtask_pid: u32,
     pub tp_newtask_flags: u32,
-    pub _pad: u32,
+    /// `sock.sk_socket`: NULL once the socket is orphaned (no file refers to it any more).
+    pub sk_socket: u32,
 }
 crate::assert_size!(Offsets, 116);
 

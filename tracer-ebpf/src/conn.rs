@@ -40,7 +40,7 @@ pub struct SockInfo {
 }
 
 #[inline(always)]
-unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, i64> {
+pub unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, i64> {
     bpf_probe_read_kernel(base.add(off as usize) as *const T).map_err(|e| {
         count(stats::READ_KERNEL_ERRORS);
         e as i64

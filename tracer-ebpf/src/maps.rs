@@ -155,7 +155,7 @@ pub static OFFSETS: Global<Offsets> = Global::new(Offsets {
     tp_state_newstate: 20,
     tp_newtask_pid: 8,
     tp_newtask_flags: 32,
-    _pad: 0,
+    sk_socket: 0,
 });
 
 /// Add one to a counter.

@@ -320,6 +320,14 @@ fn on_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
     }
     // SAFETY: as above.
     let sk: u64 = unsafe { ctx.read_at(o.tp_state_skaddr as usize) }?;
+    // A socket some fd still refers to is not done: after a FIN it can still hold data the
+    // process has yet to read (a client that shut down its side reads the answer after CLOSE).
+    // Its last close ends it; an orphaned one (its process exited) ends here.
+    // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+    let owner: u64 = unsafe { crate::conn::read_at(sk as *const u8, o.sk_socket) }?;
+    if owner != 0 {
+        return Ok(());
+    }
     close_sock(sk);
     Ok(())
 }

@@ -184,7 +184,7 @@ pub fn kernel_offsets(btf: &btf::Btf) -> Result<Offsets, btf::BtfError> {
         tp_state_newstate: 20,
         tp_newtask_pid: 8,
         tp_newtask_flags: 32,
-        _pad: 0,
+        sk_socket: off("sock", "sk_socket")?,
     })
 }
 
