@@ -192,13 +192,19 @@ pub struct ConnsStage {
     pairs: Pairs,
 }
 
+/// Fewest dropped connections remembered (see `ConnsStage::dropped`).
+const DROPPED_REMEMBERED: usize = 4096;
+
 impl ConnsStage {
     pub fn new(cfg: ConnsConfig, stats: Arc<Stats>) -> Self {
         Self {
             cfg,
             forget: None,
+            // Records in flight when the kernel forgets a connection are many when a small table
+            // churns: remember at least DROPPED_REMEMBERED (metadata only, a few hundred bytes).
             dropped: LruCache::new(
-                NonZeroUsize::new(cfg.max_connections).unwrap_or(NonZeroUsize::MIN),
+                NonZeroUsize::new(cfg.max_connections.max(DROPPED_REMEMBERED))
+                    .unwrap_or(NonZeroUsize::MIN),
             ),
             table: ConnTable::new(cfg.max_connections),
             processes: ProcessCache::new(4096),
