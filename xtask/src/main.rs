@@ -78,7 +78,7 @@ fn main() -> Result<()> {
             setup::toolchain()?;
             setup::peers(&setup::TEST_PEERS)?;
             run(cargo().args(["build", "-p", "tracer"]))?;
-            // Bench and fuzz code is built (not run) so it cannot rot.
+            // Bench code is built (not run) so it cannot rot; the fuzz targets build with `cargo +nightly fuzz`.
             run(cargo().args(["build", "--benches", "-p", "tracer"]))?;
             // Every test binary runs, and the VM too, so one failure does not hide the others.
             let tests = run(cargo()
