@@ -61,7 +61,8 @@ pub const BENCH_PEERS: Peers = Peers {
 /// bpf-linker version known to work with the nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// Stdout of `cmd` (trimmed), or its stderr as the error.
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(

@@ -120,20 +120,9 @@ pub fn main(args: VmArgs) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The kernel of Debian's current 6.1 cloud kernel package, downloaded and unpacked once.
 fn debian_kernel() -> Result<PathBuf> {
-    let depends = || output(Command::new("apt-cache").args(["depends", KERNEL_META]));
+    let depends = || setup::output(Command::new("apt-cache").args(["depends", KERNEL_META]));
     let deps = match depends() {
         Ok(d) if d.contains("Depends:") => d,
         _ => {
@@ -177,7 +166,7 @@ fn debian_kernel() -> Result<PathBuf> {
 
 /// The shared libraries `bin` loads, as `ldd` resolves them.
 fn libraries(bin: &Path) -> Result<Vec<String>> {
-    let out = output(Command::new("ldd").arg(bin))?;
+    let out = setup::output(Command::new("ldd").arg(bin))?;
     Ok(out
         .lines()
         .filter_map(|l| {
