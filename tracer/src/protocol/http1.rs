@@ -3786,20 +3786,6 @@ mod tests {
 
     // ---- robustness ----------------------------------------------------------------------
 
-    /// Small deterministic PRNG (xorshift64*), enough to shake the state machine.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
-        }
-    }
-
     #[test]
     fn random_fragments_never_panic() {
         let pieces: [&[u8]; 16] = [
@@ -3820,41 +3806,10 @@ mod tests {
             b"\xff\x00garbage",
             b"POST /p?q HTTP/1.0\r\nExpect: 100-continue\r\n",
         ];
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..300 {
-            let role = [Role::Client, Role::Server, Role::Unknown][rng.below(3)];
-            let mut parser = Http1.parser(role);
-            let mut out = ParseOutput::default();
-            let mut ts = 0u64;
-            for _ in 0..rng.below(60) {
-                let mut bytes = Vec::new();
-                for _ in 0..rng.below(5) {
-                    bytes.extend_from_slice(pieces[rng.below(pieces.len())]);
-                }
-                let cut = rng.below(bytes.len() + 1);
-                bytes.truncate(cut);
-                ts += 10;
-                let seg = Segment {
-                    dir: if rng.below(2) == 0 { Egress } else { Ingress },
-                    bytes: &bytes,
-                    missing: [0, 0, 0, 1, 2, 7, u64::MAX][rng.below(7)],
-                    lost_before: rng.below(20) == 0,
-                    ts_enter: ts,
-                    ts_exit: ts + 1,
-                    tid: 1,
-                };
-                parser.feed(&seg, &mut out);
-                if rng.below(10) == 0 {
-                    parser.expire(ts, 5, &mut out);
-                }
-            }
-            parser.expire(u64::MAX, 0, &mut out);
-            parser.close(u64::MAX, &mut out);
-            assert!(!parser.has_pending());
-            for x in out.messages.into_iter().filter_map(http1_exchange) {
-                assert_ne!(x.role, Role::Unknown);
-                assert!(x.start_ns <= x.end_ns);
-            }
-        }
+        crate::protocol::testconn::shake(&Http1, &pieces, |m| {
+            let x = crate::protocol::testconn::downcast::<Record>(m).exchange;
+            assert_ne!(x.role, Role::Unknown);
+            assert!(x.start_ns <= x.end_ns);
+        });
     }
 }

@@ -67,3 +67,54 @@ pub fn downcast<T: 'static>(m: Message) -> T {
         ),
     }
 }
+
+/// Small deterministic PRNG (xorshift64*), enough to shake a state machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        let n = u64::try_from(n.max(1)).unwrap_or(u64::MAX);
+        usize::try_from(self.next() % n).unwrap_or(0)
+    }
+}
+
+/// Feed 300 connections of `protocol` (random role) with random cuts of random runs of
+/// `pieces`, with random uncaptured counts, losses and expiries; after `close` nothing may be
+/// pending, and `check` sees every record reported.
+pub fn shake(protocol: &dyn Protocol, pieces: &[&[u8]], mut check: impl FnMut(Message)) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..300 {
+        let role = [Role::Client, Role::Server, Role::Unknown][rng.below(3)];
+        let mut c = TestConn::new(protocol, role);
+        for _ in 0..rng.below(60) {
+            let mut bytes = Vec::new();
+            for _ in 0..rng.below(5) {
+                bytes.extend_from_slice(pieces[rng.below(pieces.len())]);
+            }
+            let cut = rng.below(bytes.len() + 1);
+            bytes.truncate(cut);
+            let dir = if rng.below(2) == 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            };
+            let missing = [0, 0, 0, 1, 2, 7, u64::MAX][rng.below(7)];
+            c.feed_with(dir, &bytes, missing, rng.below(20) == 0);
+            if rng.below(10) == 0 {
+                let now = c.segments * 100;
+                c.expire(now, 5);
+            }
+        }
+        c.expire(u64::MAX, 0);
+        c.close(u64::MAX);
+        assert!(!c.parser.has_pending());
+        c.out.messages.drain(..).for_each(&mut check);
+    }
+}
