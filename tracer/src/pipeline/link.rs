@@ -365,8 +365,21 @@ fn inside(child: &LinkHints, (start, end): (u64, u64)) -> bool {
 
 /// Whether `child` may be linked (by `link`) to a parent with interval `iv` whose thread served
 /// it alone (`own_thread`); `moved`: the child's process moves requests between threads.
+/// A server span linked by its connection only has to start inside its client's span: the exit
+/// of the server's last write can come well after the client read the bytes it wrote (the writer
+/// is preempted by the woken reader on a busy or single-CPU host).
 fn fits(child: &LinkHints, link: LinkKind, iv: (u64, u64), own_thread: bool, moved: bool) -> bool {
-    inside(child, iv) && (link != LinkKind::Thread || (own_thread && !moved))
+    match link {
+        LinkKind::Connection => starts_inside(child, iv),
+        LinkKind::Thread => inside(child, iv) && own_thread && !moved,
+        _ => inside(child, iv),
+    }
+}
+
+/// Whether the child span starts within its parent's interval (with slack).
+fn starts_inside(child: &LinkHints, (start, end): (u64, u64)) -> bool {
+    child.start_mono_ns.saturating_add(TOLERANCE_NS) >= start
+        && child.start_mono_ns <= end.saturating_add(TOLERANCE_NS)
 }
 
 pub async fn run(
@@ -516,6 +529,23 @@ mod tests {
         assert_ne!(
             c.trace_id,
             out.iter().find(|s| s.tid == 1).unwrap().trace_id
+        );
+    }
+
+    #[test]
+    fn connection_child_may_end_after_its_parent() {
+        // The server's last write returned 7 ms after the client read its bytes.
+        let mut l = linker();
+        let mut out = vec![];
+        let mut child = span(2, 0, SpanKind::Server, 3_000_000, 13_000_000);
+        child.hints.conn_parent = Some(key(1, 0));
+        l.link(child, 0, &mut out);
+        l.link(span(1, 0, SpanKind::Client, 0, 6_000_000), 0, &mut out);
+        let c = out.iter().find(|s| s.tid == 2).unwrap();
+        assert_eq!(c.link, LinkKind::Connection);
+        assert_eq!(
+            c.parent_span_id,
+            Some(out.iter().find(|s| s.tid == 1).unwrap().span_id)
         );
     }
 
