@@ -44,8 +44,27 @@ pub struct Args {
 }
 crate::assert_size!(Args, 40);
 
+/// Slots of `ARG_SLOTS` (a power of two): a thread's entry goes to slot `tid % ARG_SLOTS`.
+pub const ARG_SLOTS: u32 = 1 << 16;
+
+/// One slot of `ARG_SLOTS`, the fast home of a thread's saved arguments: an array slot is
+/// written and read in place, where a hash insert and delete per syscall cost more than the rest
+/// of the capture. A slot that another thread holds (same `tid % ARG_SLOTS`, inside a syscall at
+/// the same time) sends the entry to the `ARGS` hash instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ArgSlot {
+    /// The thread whose syscall is under way; 0 when free.
+    pub tid: u32,
+    pub _pad: u32,
+    pub args: Args,
+}
+crate::assert_size!(ArgSlot, 48);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid.
     unsafe impl aya::Pod for super::Args {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ArgSlot {}
 }

@@ -40,8 +40,10 @@ pub const CONNS_CLOSED: u32 = 22;
 pub const CONNS_READOPTED: u32 = 23;
 /// Processes traced because their parent is (`--pid` covers the children forked later).
 pub const CHILDREN_TRACED: u32 = 24;
+/// Syscall entries saved in the `ARGS` hash because their thread's slot was taken.
+pub const ARGS_SLOT_TAKEN: u32 = 25;
 /// Number of counters (size of the map).
-pub const COUNT: u32 = 25;
+pub const COUNT: u32 = 26;
 
 /// Names for display, indexed by id.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -70,4 +72,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "conns_closed",
     "conns_readopted",
     "children_traced",
+    "args_slot_taken",
 ];

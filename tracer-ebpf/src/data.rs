@@ -14,12 +14,12 @@ use tracer_common::{
 };
 
 use crate::{
-    args::{src, Args},
+    args::{src, ArgSlot, Args},
     conn::{emit_open, lookup, process_allowed},
     inject,
     maps::{
-        count, ExitCtx, ARGS, CONFIG, CONNS, EVENTS, EXIT_CTX, FDS, HEAD_PROG, SCRATCH, SNIFF,
-        SNIFF_PROG,
+        count, ExitCtx, ARGS, ARG_SLOTS, CONFIG, CONNS, EVENTS, EXIT_CTX, FDS, HEAD_PROG, SCRATCH,
+        SNIFF, SNIFF_PROG,
     },
 };
 
@@ -104,10 +104,36 @@ pub fn enter(
         flags: 0,
         sock,
     };
+    save_args(pid_tgid, args);
+    Ok(())
+}
+
+/// The slot of thread `tid` in `ARG_SLOTS`.
+#[inline(always)]
+fn slot(tid: u32) -> Option<*mut ArgSlot> {
+    ARG_SLOTS.get_ptr_mut(tid & (tracer_common::args::ARG_SLOTS - 1))
+}
+
+/// Save a syscall's arguments for its exit: in the thread's slot, or in the `ARGS` hash when
+/// another thread holds the slot.
+#[inline(always)]
+pub fn save_args(pid_tgid: u64, args: Args) {
+    let tid = pid_tgid as u32;
+    if let Some(s) = slot(tid) {
+        // SAFETY: valid map value pointer. Only the slot's owner writes it until its exit frees
+        // it; two threads claiming a free slot at the same instant is the one race, and it costs
+        // one syscall's capture (the loser finds the winner's tid at its exit).
+        let s = unsafe { &mut *s };
+        if s.tid == 0 || s.tid == tid {
+            s.args = args;
+            s.tid = tid;
+            return;
+        }
+        count(stats::ARGS_SLOT_TAKEN);
+    }
     if ARGS.insert(pid_tgid, args, 0).is_err() {
         count(stats::ARGS_TABLE_FULL);
     }
-    Ok(())
 }
 
 /// A recvmsg on an untraced fd (a UNIX socket, usually) with a control buffer may receive file
@@ -130,7 +156,7 @@ fn watch_fd_passing(pid_tgid: u64, fd: u64, msg: u64, syscall: u8) {
         flags: tracer_common::args::flags::FDS_MAY_ARRIVE,
         ..Args::default()
     };
-    let _ = ARGS.insert(pid_tgid, args, 0);
+    save_args(pid_tgid, args);
 }
 
 /// Most fds forgotten from one `SCM_RIGHTS` message.
@@ -175,10 +201,21 @@ fn forget_passed_fds(pid_tgid: u64, msg: u64) {
     }
 }
 
-/// Take (and forget) the arguments saved at entry by the current thread.
+/// Take (and forget) the arguments saved at entry by the current thread: from its slot, else
+/// from the `ARGS` hash (a taken slot, or an entry the agent seeded for a read in flight).
 #[inline(always)]
 pub fn take_args() -> Option<(u64, Args)> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if let Some(s) = slot(tid) {
+        // SAFETY: valid map value pointer; this thread owns the slot if it holds its tid.
+        let s = unsafe { &mut *s };
+        if s.tid == tid {
+            let args = s.args;
+            s.tid = 0;
+            return Some((pid_tgid, args));
+        }
+    }
     // SAFETY: read-only lookup; the value is copied out before removal.
     let args = unsafe { ARGS.get(&pid_tgid) }.copied()?;
     let _ = ARGS.remove(&pid_tgid);

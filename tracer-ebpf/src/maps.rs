@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
     Global,
 };
 use tracer_common::{
@@ -15,7 +15,7 @@ use tracer_common::{
     stats,
 };
 
-use crate::args::Args;
+use crate::args::{ArgSlot, Args};
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
@@ -71,6 +71,11 @@ pub static FILTER_CHILDREN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(1
 /// syscall; the agent sweeps those (`Probes::sweep_args`), and a full table is counted.
 #[map]
 pub static ARGS: HashMap<u64, Args> = HashMap::with_max_entries(16384, 0);
+
+/// tid % ARG_SLOTS -> the arguments of that thread's syscall under way (see `ArgSlot`); `ARGS`
+/// takes what does not fit.
+#[map]
+pub static ARG_SLOTS: Array<ArgSlot> = Array::with_max_entries(tracer_common::args::ARG_SLOTS, 0);
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);

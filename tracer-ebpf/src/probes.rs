@@ -199,9 +199,7 @@ fn enter_conn(fd: u64) -> Result<(), i64> {
         flags: 0,
         sock: 0,
     };
-    if crate::maps::ARGS.insert(pid_tgid, args, 0).is_err() {
-        count(stats::ARGS_TABLE_FULL);
-    }
+    crate::data::save_args(pid_tgid, args);
     Ok(())
 }
 

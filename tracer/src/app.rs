@@ -268,13 +268,14 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         stats.link_timeouts.get()
     );
     eprintln!(
-        "tracer: parse errors: {}; requests without response: {}; exchanges with a truncated head: {}; still waiting at exit: {}; kernel: table full conns={} args={}, read errors user={} kernel={}, batch syscalls seen (not parsed) sendmmsg={} recvmmsg={}",
+        "tracer: parse errors: {}; requests without response: {}; exchanges with a truncated head: {}; still waiting at exit: {}; kernel: table full conns={} args={} (syscall entries kept in the hash, their slot taken: {}), read errors user={} kernel={}, batch syscalls seen (not parsed) sendmmsg={} recvmmsg={}",
         if parse.is_empty() { "none".to_string() } else { parse.join(" ") },
         stats.requests_unanswered.get(),
         stats.exchanges_truncated.get(),
         pending,
         stats.kernel(k::CONN_TABLE_FULL),
         stats.kernel(k::ARGS_TABLE_FULL),
+        stats.kernel(k::ARGS_SLOT_TAKEN),
         stats.kernel(k::READ_USER_ERRORS),
         stats.kernel(k::READ_KERNEL_ERRORS),
         stats.kernel(k::SENDMMSG_CALLS),
