@@ -1,8 +1,16 @@
 //! Wiring: privileges, kernel programs, pipeline stages, signals, the exit summary.
 
-use std::{os::unix::fs::MetadataExt, sync::Arc, time::Duration};
+use std::{
+    os::unix::fs::MetadataExt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
+use rand::{rngs::StdRng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -10,7 +18,7 @@ use crate::{
     clock::Clock,
     ebpf::{self, ProbeConfig, Probes},
     export::{self, stdout::StdoutExporter, Exporter},
-    pipeline::{self, conns, spans},
+    pipeline::{self, conns, link::Linker, spans},
     protocol::ParseError,
     stats::Stats,
 };
@@ -31,7 +39,9 @@ pub fn run(cli: Cli) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        // I/O at the edges only (export, HTTP endpoints, signals): the data path has its own
+        // thread.
+        .worker_threads(1)
         .enable_all()
         .thread_name("tracer")
         .build()
@@ -62,9 +72,6 @@ pub fn run(cli: Cli) -> Result<()> {
     let mut forgetter = probes.take_conn_forgetter()?;
 
     // Build every stage and channel before any runs.
-    let (ring_to_conns_tx, ring_to_conns_rx) = mpsc::channel(pipeline::RING_TO_CONNS);
-    let (conns_to_spans_tx, conns_to_spans_rx) = mpsc::channel(pipeline::CONNS_TO_SPANS);
-    let (spans_to_link_tx, spans_to_link_rx) = mpsc::channel(pipeline::SPANS_TO_LINK);
     let (link_to_export_tx, link_to_export_rx) = mpsc::channel(pipeline::LINK_TO_EXPORT);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns_stage = conns::ConnsStage::new(
@@ -78,9 +85,18 @@ pub fn run(cli: Cli) -> Result<()> {
     conns_stage.on_forget(Box::new(move |sock| {
         forgetter.forget(sock);
     }));
-    let clock = Clock::new();
-    let span_opts = spans::SpanOptions {
-        show_query_values: cli.show_query_values,
+    let data_stop = Arc::new(AtomicBool::new(false));
+    let data = pipeline::data::DataThread {
+        ring,
+        conns: conns_stage,
+        linker: Linker::new(StdRng::from_os_rng(), 65536, cli.link_wait()),
+        clock: Clock::new(),
+        span_opts: spans::SpanOptions {
+            show_query_values: cli.show_query_values,
+        },
+        link_to_export: link_to_export_tx,
+        stats: stats.clone(),
+        stop: data_stop.clone(),
     };
 
     let export_stats = stats.clone();
@@ -98,42 +114,23 @@ pub fn run(cli: Cli) -> Result<()> {
             )
         })
         .context("starting the export thread")?;
+    let data_thread = std::thread::Builder::new()
+        .name("tracer-data".into())
+        .spawn(move || data.run())
+        .context("starting the data thread")?;
 
-    let pending = rt.block_on(async {
-        let reader = tokio::spawn(pipeline::ringbuf::run(
-            ring,
-            ring_to_conns_tx,
-            stop_rx.clone(),
-            stats.clone(),
-        ));
-        let conns = tokio::spawn(conns::run(conns_stage, ring_to_conns_rx, conns_to_spans_tx));
-        let spans = tokio::spawn(spans::run(
-            conns_to_spans_rx,
-            spans_to_link_tx,
-            clock,
-            span_opts,
-        ));
-        let link = tokio::spawn(pipeline::link::run(
-            spans_to_link_rx,
-            link_to_export_tx,
-            cli.link_wait(),
-            stats.clone(),
-        ));
+    rt.block_on(async {
         // Signal handlers exist before `ready` is announced, so a signal sent on seeing it is
         // never the default (fatal) one.
         let signals = Signals::new();
         eprintln!("tracer: ready");
-
         wait_for_stop(&cli, stop_rx, signals, &mut probes, &stats).await;
-        let _ = stop_tx.send(true);
-        // The reader drains what the kernel already wrote, then the stages finish in order.
-        let _ = reader.await;
-        refresh_kernel_stats(&probes, &stats);
-        let pending = conns.await.unwrap_or(0);
-        let _ = spans.await;
-        let _ = link.await;
-        pending
     });
+    let _ = stop_tx.send(true);
+    // The data thread drains what the kernel already wrote, then finishes its stages in order.
+    data_stop.store(true, Ordering::Release);
+    let pending = data_thread.join().unwrap_or(0);
+    refresh_kernel_stats(&probes, &stats);
     // Detach before the exporters flush: nothing new is captured from here on.
     probes.detach();
     drop(probes);

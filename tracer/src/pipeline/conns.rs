@@ -9,16 +9,13 @@ use std::{
     collections::{HashSet, VecDeque},
     num::NonZeroUsize,
     sync::Arc,
-    time::Duration,
 };
 
 use lru::LruCache;
-use tokio::sync::mpsc;
 use tracer_common::data::{direction, flags, DataHeader};
 
 use super::{pairs::Pairs, threads::Threads, DataEvent, Parsed, RawEvent};
 use crate::{
-    clock::Clock,
     conn::{comm_str, Conn, ConnMeta, ConnTable},
     context,
     process::ProcessCache,
@@ -395,36 +392,4 @@ impl ConnsStage {
     pub fn pending_at_exit(&mut self) -> u64 {
         self.table.with_pending().count() as u64
     }
-}
-
-/// Run the stage until its input closes.
-pub async fn run(
-    mut stage: ConnsStage,
-    mut ring_to_conns: mpsc::Receiver<Vec<RawEvent>>,
-    conns_to_spans: mpsc::Sender<Vec<Parsed>>,
-) -> u64 {
-    let mut out = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            batch = ring_to_conns.recv() => match batch {
-                Some(batch) => {
-                    for ev in batch {
-                        stage.handle(ev, &mut out);
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => stage.tick(Clock::mono_now(), &mut out),
-        }
-        while !out.is_empty() {
-            let rest = out.split_off(out.len().min(super::BATCH));
-            let full = std::mem::replace(&mut out, rest);
-            if conns_to_spans.send(full).await.is_err() {
-                return 0;
-            }
-        }
-    }
-    stage.pending_at_exit()
 }

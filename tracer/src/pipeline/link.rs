@@ -22,15 +22,12 @@
 //! parent's trace id; span ids are allocated per exchange when first referenced, so a child can
 //! name its parent before the parent exists.
 
-use std::{collections::VecDeque, num::NonZeroUsize, sync::Arc, time::Duration};
+use std::{collections::VecDeque, num::NonZeroUsize, time::Duration};
 
 use lru::LruCache;
-use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc;
+use rand::Rng;
 
-use super::SpanRef;
 use crate::{
-    clock::Clock,
     context::RemoteContext,
     span::{ExchangeKey, KernelIds, LinkHints, LinkKind, SpanRecord, ThreadUse, Unlinked},
 };
@@ -382,50 +379,6 @@ fn starts_inside(child: &LinkHints, (start, end): (u64, u64)) -> bool {
         && child.start_mono_ns <= end.saturating_add(TOLERANCE_NS)
 }
 
-pub async fn run(
-    mut spans_to_link: mpsc::Receiver<Vec<Unlinked>>,
-    link_to_export: mpsc::Sender<Vec<SpanRef>>,
-    hold: Duration,
-    stats: Arc<crate::stats::Stats>,
-) {
-    let mut linker = Linker::new(rand::rngs::StdRng::from_os_rng(), 65536, hold);
-    let mut out = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let open = tokio::select! {
-            batch = spans_to_link.recv() => match batch {
-                Some(batch) => {
-                    let now = Clock::mono_now();
-                    for s in batch {
-                        linker.link(s, now, &mut out);
-                    }
-                    true
-                }
-                None => false,
-            },
-            _ = tick.tick() => {
-                linker.expire(Clock::mono_now(), &mut out);
-                true
-            }
-        };
-        if !open {
-            linker.flush(&mut out);
-        }
-        stats.link_timeouts.set(linker.timed_out);
-        while !out.is_empty() {
-            let n = out.len().min(super::BATCH);
-            let refs: Vec<SpanRef> = out.drain(..n).map(Arc::new).collect();
-            if link_to_export.send(refs).await.is_err() {
-                return;
-            }
-        }
-        if !open {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
@@ -474,7 +427,7 @@ mod tests {
 
     fn linker() -> Linker<rand::rngs::StdRng> {
         Linker::new(
-            rand::rngs::StdRng::seed_from_u64(7),
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7),
             1024,
             Duration::from_secs(5),
         )
@@ -586,7 +539,7 @@ mod tests {
     #[test]
     fn bounded_nodes_release_waiters() {
         let mut l = Linker::new(
-            rand::rngs::StdRng::seed_from_u64(1),
+            <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
             2,
             Duration::from_secs(5),
         );

@@ -1,14 +1,15 @@
-//! The agent's one-way pipeline. Each stage is a task (the export stage a thread) joined to the
-//! next by a bounded channel named after its two ends; every stage is built before any runs:
+//! The agent's one-way pipeline; every stage is built before any runs:
 //!
-//! ring buffer -> `ring_to_conns` -> conns (reassembly + protocol parse) -> `conns_to_spans`
-//! -> spans (span build) -> `spans_to_link` -> link (trace linking) -> `link_to_export` -> export
+//! ring buffer -> conns (reassembly + protocol parse) -> spans (span build) -> link (trace
+//! linking) -> `link_to_export` -> export
 //!
-//! Internal channels apply back-pressure (a full channel slows the reader and the kernel's ring
-//! buffer then counts its losses); the export fan-out drops and counts instead, so a slow
-//! exporter never stalls capture.
+//! The stages up to link run in order on one thread (`data`), handing each other batches; the
+//! bounded `link_to_export` channel joins it to the export thread. A full channel slows the data
+//! thread and the kernel's ring buffer then counts its losses; the export fan-out drops and
+//! counts instead, so a slow exporter never stalls capture.
 
 pub mod conns;
+pub mod data;
 pub mod export;
 pub mod link;
 pub mod pairs;
@@ -64,11 +65,8 @@ pub struct Parsed {
 /// Most items a stage puts in one batch.
 pub const BATCH: usize = 256;
 
-/// Capacities of the channels between stages, in batches (so at most `BATCH` times as many
-/// items wait in each).
-pub const RING_TO_CONNS: usize = 64;
-pub const CONNS_TO_SPANS: usize = 32;
-pub const SPANS_TO_LINK: usize = 32;
+/// Capacity of the channel from the data thread to the export thread, in batches (so at most
+/// `BATCH` times as many spans wait in it).
 pub const LINK_TO_EXPORT: usize = 32;
 
 /// A finished span on its way to the exporters.

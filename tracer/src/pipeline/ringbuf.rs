@@ -1,14 +1,10 @@
-//! Stage 1: read the kernel's ring buffer and decode records.
+//! The ring-buffer stage: read the kernel's records and decode them.
 
 use std::{mem::size_of, ptr};
 
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use thiserror::Error;
-use tokio::{
-    io::unix::AsyncFd,
-    sync::{mpsc, watch},
-};
 use tracer_common::{
     conn::ConnEvent,
     data::{DataHeader, MAX_CAPTURE},
@@ -67,81 +63,45 @@ pub fn decode(b: &[u8]) -> Result<RawEvent, DecodeError> {
     }
 }
 
-/// Read records until `stop` turns true, then drain what is left and return.
-pub async fn run(
-    ring: RingBuf<MapData>,
-    ring_to_conns: mpsc::Sender<Vec<RawEvent>>,
-    mut stop: watch::Receiver<bool>,
-    stats: std::sync::Arc<Stats>,
-) {
-    // SAFETY: the ring buffer map owns its fd and lives as long as the AsyncFd that wraps it.
-    let mut fd = match unsafe { AsyncFd::register(ring) } {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!("cannot poll the ring buffer: {e}");
-            return;
-        }
-    };
-    let mut batch = Vec::with_capacity(super::BATCH);
-    // Data records wake the reader only in bulk (tracer_common::event::WAKEUP_BYTES): poll too.
-    let mut poll = tokio::time::interval(std::time::Duration::from_millis(
-        tracer_common::event::POLL_INTERVAL_MS,
-    ));
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned = false;
-    loop {
-        let stopping = tokio::select! {
-            r = fd.readable_mut() => match r {
-                Ok(mut guard) => {
-                    guard.clear_ready();
-                    false
-                }
-                Err(e) => {
-                    tracing::error!("ring buffer poll failed: {e}");
-                    true
-                }
-            },
-            _ = poll.tick() => false,
-            _ = stop.changed() => true,
-        };
-        // Drain everything available (also on stop: what was captured is still reported).
-        loop {
-            {
-                let ring = fd.get_mut();
-                while batch.len() < super::BATCH {
-                    let Some(item) = ring.next() else { break };
-                    match decode(&item) {
-                        Ok(ev) => batch.push(ev),
-                        Err(e) => {
-                            stats.events_malformed.inc();
-                            if !warned {
-                                warned = true;
-                                tracing::warn!("malformed ring-buffer record ({e}); counted, further ones not logged");
-                            }
+/// Reads records off the ring buffer; malformed ones are counted and the first is logged.
+#[derive(Default)]
+pub struct Reader {
+    warned: bool,
+}
+
+impl Reader {
+    /// Append up to `max` decoded records to `out`; fewer if fewer are waiting.
+    pub fn read(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        out: &mut Vec<RawEvent>,
+        max: usize,
+        stats: &Stats,
+    ) {
+        while out.len() < max {
+            let Some(item) = ring.next() else { break };
+            match decode(&item) {
+                Ok(ev) => {
+                    match &ev {
+                        RawEvent::Open(_) => stats.events_conn_open.inc(),
+                        RawEvent::Close { .. } => stats.events_conn_close.inc(),
+                        RawEvent::Data(d) => {
+                            stats.events_data.inc();
+                            stats.bytes_captured.add(d.bytes.len() as u64);
                         }
                     }
+                    out.push(ev);
                 }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            for ev in &batch {
-                match ev {
-                    RawEvent::Open(_) => stats.events_conn_open.inc(),
-                    RawEvent::Close { .. } => stats.events_conn_close.inc(),
-                    RawEvent::Data(d) => {
-                        stats.events_data.inc();
-                        stats.bytes_captured.add(d.bytes.len() as u64);
+                Err(e) => {
+                    stats.events_malformed.inc();
+                    if !self.warned {
+                        self.warned = true;
+                        tracing::warn!(
+                            "malformed ring-buffer record ({e}); counted, further ones not logged"
+                        );
                     }
                 }
             }
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(super::BATCH));
-            if ring_to_conns.send(full).await.is_err() {
-                return;
-            }
-        }
-        if stopping || *stop.borrow() {
-            return;
         }
     }
 }

@@ -1,8 +1,6 @@
-//! Stage 3: span building. Each exchange record turns itself into its span (see
+//! The spans stage. Each exchange record turns itself into its span (see
 //! [`crate::protocol::ExchangeRecord::to_span`]); this stage adds what linking needs, kept
 //! apart from the exported span.
-
-use tokio::sync::mpsc;
 
 use super::Parsed;
 use crate::{
@@ -38,19 +36,5 @@ pub fn build(p: &Parsed, clock: &Clock, opts: SpanOptions) -> Unlinked {
             kernel: p.kernel,
             via_injected: p.via_injected,
         },
-    }
-}
-
-pub async fn run(
-    mut conns_to_spans: mpsc::Receiver<Vec<Parsed>>,
-    spans_to_link: mpsc::Sender<Vec<Unlinked>>,
-    clock: Clock,
-    opts: SpanOptions,
-) {
-    while let Some(batch) = conns_to_spans.recv().await {
-        let spans = batch.iter().map(|p| build(p, &clock, opts)).collect();
-        if spans_to_link.send(spans).await.is_err() {
-            return;
-        }
     }
 }

@@ -1,0 +1,149 @@
+//! The data thread: ring buffer -> conns -> spans -> link, one stage after the other on one
+//! thread, each handing the next a batch in a plain `Vec`; then the bounded `link_to_export`
+//! channel to the export thread. Four tasks on a runtime cost a wake-up and a cache-cold hand-off
+//! per batch and stage, and on a busy host those switches also took CPU from the traced programs.
+
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use aya::maps::{MapData, RingBuf};
+use rand::rngs::StdRng;
+use tokio::sync::mpsc;
+
+use super::{
+    conns::ConnsStage,
+    link::Linker,
+    ringbuf,
+    spans::{self, SpanOptions},
+    Parsed, RawEvent, SpanRef, BATCH,
+};
+use crate::{
+    clock::Clock,
+    span::{SpanRecord, Unlinked},
+    stats::Stats,
+};
+
+/// How often the conns stage looks for requests waiting too long and idle connections.
+const CONNS_TICK_NS: u64 = 250_000_000;
+/// How often the linker releases spans whose parent did not come in time.
+const LINK_TICK_NS: u64 = 100_000_000;
+
+/// Everything the data thread owns.
+pub struct DataThread {
+    pub ring: RingBuf<MapData>,
+    pub conns: ConnsStage,
+    pub linker: Linker<StdRng>,
+    pub clock: Clock,
+    pub span_opts: SpanOptions,
+    pub link_to_export: mpsc::Sender<Vec<SpanRef>>,
+    pub stats: Arc<Stats>,
+    /// Set by the agent to stop: what the kernel already wrote is drained first.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Batches between the stages, reused across rounds.
+#[derive(Default)]
+struct Buffers {
+    raw: Vec<RawEvent>,
+    parsed: Vec<Parsed>,
+    unlinked: Vec<Unlinked>,
+    linked: Vec<SpanRecord>,
+}
+
+impl DataThread {
+    /// Run until stopped; returns the requests still waiting for an answer at exit.
+    pub fn run(mut self) -> u64 {
+        let mut b = Buffers::default();
+        let mut ring_reader = ringbuf::Reader::default();
+        let start = Clock::mono_now();
+        let (mut conns_tick, mut link_tick) = (start, start);
+        loop {
+            let stopping = self.stop.load(Ordering::Acquire);
+            // Drain everything available (also on stop: what was captured is still reported).
+            loop {
+                ring_reader.read(&mut self.ring, &mut b.raw, BATCH, &self.stats);
+                if b.raw.is_empty() {
+                    break;
+                }
+                for ev in b.raw.drain(..) {
+                    self.conns.handle(ev, &mut b.parsed);
+                }
+                if !self.forward(&mut b, Clock::mono_now()) {
+                    return 0;
+                }
+            }
+            let now = Clock::mono_now();
+            if now.saturating_sub(conns_tick) >= CONNS_TICK_NS {
+                conns_tick = now;
+                self.conns.tick(now, &mut b.parsed);
+            }
+            if now.saturating_sub(link_tick) >= LINK_TICK_NS {
+                link_tick = now;
+                self.linker.expire(now, &mut b.linked);
+            }
+            if !self.forward(&mut b, now) {
+                return 0;
+            }
+            if stopping {
+                break;
+            }
+            wait_readable(&self.ring);
+        }
+        self.linker.flush(&mut b.linked);
+        self.stats.link_timeouts.set(self.linker.timed_out);
+        self.export(&mut b.linked);
+        self.conns.pending_at_exit()
+    }
+
+    /// Parsed exchanges to spans, spans through the linker, linked spans to the exporters.
+    /// False once the export thread is gone.
+    fn forward(&mut self, b: &mut Buffers, now: u64) -> bool {
+        b.unlinked.extend(
+            b.parsed
+                .drain(..)
+                .map(|p| spans::build(&p, &self.clock, self.span_opts)),
+        );
+        for u in b.unlinked.drain(..) {
+            self.linker.link(u, now, &mut b.linked);
+        }
+        self.stats.link_timeouts.set(self.linker.timed_out);
+        self.export(&mut b.linked)
+    }
+
+    fn export(&mut self, linked: &mut Vec<SpanRecord>) -> bool {
+        while !linked.is_empty() {
+            let n = linked.len().min(BATCH);
+            let refs: Vec<SpanRef> = linked.drain(..n).map(Arc::new).collect();
+            // Back-pressure: a full channel slows this thread, and the kernel's ring buffer then
+            // counts its losses.
+            if self.link_to_export.blocking_send(refs).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Sleep until the kernel wakes the ring buffer's readers (it does so only once enough data
+/// waits: `tracer_common::event::WAKEUP_BYTES`) or the poll interval passes.
+fn wait_readable(ring: &RingBuf<MapData>) {
+    let mut pfd = libc::pollfd {
+        fd: ring.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call. An error (EINTR) just ends the
+    // wait early, like the timeout.
+    unsafe {
+        libc::poll(
+            &mut pfd,
+            1,
+            tracer_common::event::POLL_INTERVAL_MS as libc::c_int,
+        )
+    };
+}
