@@ -230,7 +230,7 @@ impl ConnsStage {
     }
 
     /// Handle one record; parsed messages are appended to `out`.
-    pub fn handle(&mut self, ev: RawEvent, out: &mut Vec<Parsed>) {
+    pub fn handle(&mut self, ev: RawEvent<'_>, out: &mut Vec<Parsed>) {
         match ev {
             RawEvent::Open(ev) => {
                 tracing::trace!(
@@ -260,7 +260,7 @@ impl ConnsStage {
         self.stats().conns_active.set(self.table.len() as u64);
     }
 
-    fn data(&mut self, d: DataEvent, out: &mut Vec<Parsed>) {
+    fn data(&mut self, d: DataEvent<'_>, out: &mut Vec<Parsed>) {
         let h = &d.header;
         tracing::trace!(
             conn = h.conn_id,
@@ -302,7 +302,7 @@ impl ConnsStage {
             } else {
                 Direction::Egress
             },
-            bytes: &d.bytes,
+            bytes: d.bytes,
             missing: h.ret_len.saturating_sub(d.bytes.len() as u64),
             lost_before: h.flags & flags::LOST_BEFORE != 0,
             ts_enter: h.ts_enter_ns,

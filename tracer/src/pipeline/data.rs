@@ -1,5 +1,6 @@
 //! The data thread: ring buffer -> conns -> spans -> link, one stage after the other on one
-//! thread, each handing the next a batch in a plain `Vec`; then the bounded `link_to_export`
+//! thread (records are parsed in the ring buffer's memory, then each stage hands the next a
+//! batch in a plain `Vec`); then the bounded `link_to_export`
 //! channel to the export thread. Four tasks on a runtime cost a wake-up and a cache-cold hand-off
 //! per batch and stage, and on a busy host those switches also took CPU from the traced programs.
 
@@ -20,7 +21,7 @@ use super::{
     link::Linker,
     ringbuf,
     spans::{self, SpanOptions},
-    Parsed, RawEvent, SpanRef, BATCH,
+    Parsed, SpanRef, BATCH,
 };
 use crate::{
     clock::Clock,
@@ -49,7 +50,6 @@ pub struct DataThread {
 /// Batches between the stages, reused across rounds.
 #[derive(Default)]
 struct Buffers {
-    raw: Vec<RawEvent>,
     parsed: Vec<Parsed>,
     unlinked: Vec<Unlinked>,
     linked: Vec<SpanRecord>,
@@ -66,12 +66,13 @@ impl DataThread {
             let stopping = self.stop.load(Ordering::Acquire);
             // Drain everything available (also on stop: what was captured is still reported).
             loop {
-                ring_reader.read(&mut self.ring, &mut b.raw, BATCH, &self.stats);
-                if b.raw.is_empty() {
+                let conns = &mut self.conns;
+                let parsed = &mut b.parsed;
+                let n = ring_reader.drain(&mut self.ring, BATCH, &self.stats, |ev| {
+                    conns.handle(ev, parsed)
+                });
+                if n == 0 {
                     break;
-                }
-                for ev in b.raw.drain(..) {
-                    self.conns.handle(ev, &mut b.parsed);
                 }
                 if !self.forward(&mut b, Clock::mono_now()) {
                     return 0;

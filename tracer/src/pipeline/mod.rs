@@ -19,7 +19,6 @@ pub mod threads;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tracer_common::{conn::ConnEvent, data::DataHeader};
 
 use crate::{
@@ -28,19 +27,20 @@ use crate::{
     span::{ExchangeKey, KernelIds, SpanRecord},
 };
 
-/// A decoded ring-buffer record.
-#[derive(Debug, Clone)]
-pub enum RawEvent {
+/// A decoded ring-buffer record, borrowing the ring buffer's memory: parsers read the captured
+/// bytes where the kernel wrote them.
+#[derive(Debug, Clone, Copy)]
+pub enum RawEvent<'a> {
     Open(ConnEvent),
     Close { conn_id: u64, ts_ns: u64 },
-    Data(DataEvent),
+    Data(DataEvent<'a>),
 }
 
 /// One data syscall's record: its header and the captured bytes.
-#[derive(Debug, Clone)]
-pub struct DataEvent {
+#[derive(Debug, Clone, Copy)]
+pub struct DataEvent<'a> {
     pub header: DataHeader,
-    pub bytes: Bytes,
+    pub bytes: &'a [u8],
 }
 
 /// A finished exchange with its connection and what linking needs to know.

@@ -3,7 +3,6 @@
 use std::{mem::size_of, ptr};
 
 use aya::maps::{MapData, RingBuf};
-use bytes::Bytes;
 use thiserror::Error;
 use tracer_common::{
     conn::ConnEvent,
@@ -33,7 +32,7 @@ fn read<T: Copy>(b: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Decode one record.
-pub fn decode(b: &[u8]) -> Result<RawEvent, DecodeError> {
+pub fn decode(b: &[u8]) -> Result<RawEvent<'_>, DecodeError> {
     let h: EventHeader = read(b)?;
     match h.kind {
         kind::CONN_OPEN => Ok(RawEvent::Open(read::<ConnEvent>(b)?)),
@@ -56,7 +55,7 @@ pub fn decode(b: &[u8]) -> Result<RawEvent, DecodeError> {
             }
             Ok(RawEvent::Data(DataEvent {
                 header,
-                bytes: Bytes::copy_from_slice(&body[..claimed]),
+                bytes: &body[..claimed],
             }))
         }
         k => Err(DecodeError::UnknownKind(k)),
@@ -70,16 +69,19 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Append up to `max` decoded records to `out`; fewer if fewer are waiting.
-    pub fn read(
+    /// Hand up to `max` records to `handle`, each decoded in place (the ring buffer's space is
+    /// released once `handle` returns); returns how many were read, fewer if fewer were waiting.
+    pub fn drain(
         &mut self,
         ring: &mut RingBuf<MapData>,
-        out: &mut Vec<RawEvent>,
         max: usize,
         stats: &Stats,
-    ) {
-        while out.len() < max {
+        mut handle: impl FnMut(RawEvent<'_>),
+    ) -> usize {
+        let mut n = 0;
+        while n < max {
             let Some(item) = ring.next() else { break };
+            n += 1;
             match decode(&item) {
                 Ok(ev) => {
                     match &ev {
@@ -90,7 +92,7 @@ impl Reader {
                             stats.bytes_captured.add(d.bytes.len() as u64);
                         }
                     }
-                    out.push(ev);
+                    handle(ev);
                 }
                 Err(e) => {
                     stats.events_malformed.inc();
@@ -103,6 +105,7 @@ impl Reader {
                 }
             }
         }
+        n
     }
 }
 
@@ -128,7 +131,7 @@ mod tests {
         let mut b = bytes_of(&h);
         b.extend_from_slice(b"abc");
         match decode(&b) {
-            Ok(RawEvent::Data(d)) => assert_eq!(&d.bytes[..], b"abc"),
+            Ok(RawEvent::Data(d)) => assert_eq!(d.bytes, b"abc"),
             other => panic!("{other:?}"),
         }
         h.cap_len = 10;
