@@ -38,11 +38,13 @@ pub const TEST_PEERS: Peers = Peers {
     ],
 };
 
-/// The load generators and bpf tools of `cargo xtask bench`, and scenario 5's alternatives
-/// (a Flask service with the OpenTelemetry SDK).
+/// The load generators and bpf tools of `cargo xtask bench`, scenario 5's alternatives (a Flask
+/// service with the OpenTelemetry SDK) and scenario 6's Redis (redis-server, redis-benchmark).
 pub const BENCH_PEERS: Peers = Peers {
     debian: &[
         "nginx",
+        "redis-server",
+        "redis-tools",
         "curl",
         "iproute2",
         "util-linux",

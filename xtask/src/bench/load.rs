@@ -71,6 +71,54 @@ pub fn wrk(port: u16, threads: u32, conns: u32, secs: u64) -> Result<WrkResult> 
     })
 }
 
+/// Result of a redis-benchmark run: requests per second of each test.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisResult {
+    pub set_rps: f64,
+    pub get_rps: f64,
+    /// Requests sent in all (both tests).
+    pub requests: u64,
+}
+
+impl RedisResult {
+    /// Requests per second over the whole run (both tests back to back: the harmonic mean of
+    /// the two rates, as each test sends the same number of requests).
+    pub fn rps(&self) -> f64 {
+        2.0 / (1.0 / self.set_rps + 1.0 / self.get_rps)
+    }
+}
+
+/// Closed-loop Redis throughput: `redis-benchmark -P pipeline -c conns -n n -t set,get`.
+pub fn redis_benchmark(port: u16, conns: u32, pipeline: u32, n: u64) -> Result<RedisResult> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-P", &pipeline.to_string(), "-c", &conns.to_string()])
+        .args(["-n", &n.to_string(), "-t", "set,get", "-q", "--csv"])
+        .output()
+        .context("running redis-benchmark")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // CSV: a header line, then `"SET","552486.19",...` per test.
+    let rps = |test: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| {
+                let mut cells = l.split(',').map(|c| c.trim().trim_matches('"'));
+                (cells.next()? == test).then(|| cells.next()?.parse::<f64>().ok())?
+            })
+            .with_context(|| format!("no {test} rate in redis-benchmark's output:\n{text}"))
+    };
+    Ok(RedisResult {
+        set_rps: rps("SET")?,
+        get_rps: rps("GET")?,
+        requests: 2 * n,
+    })
+}
+
 /// What a generator run measured. Latencies are in microseconds.
 pub struct LoadResult {
     pub ok: u64,

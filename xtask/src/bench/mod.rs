@@ -2,8 +2,9 @@
 //!
 //! Every comparison is interleaved: each repetition runs every variant once, in a new random
 //! order, and the report gives medians and ranges over repetitions (ratios are taken per
-//! repetition, between runs minutes apart at most). Every peer (nginx, bpftrace, Flask, the OTLP
-//! sink, the agent builds) is started here on loopback ephemeral ports and stopped by its pid.
+//! repetition, between runs minutes apart at most). Every peer (nginx, redis-server, bpftrace,
+//! Flask, the OTLP sink, the agent builds) is started here on loopback ephemeral ports and
+//! stopped by its pid.
 
 mod load;
 mod peers;
@@ -26,13 +27,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Repetitions of each main interleaved comparison: scenario 1's throughput and latency at
-    /// 50% of (a)'s maximum (default 5, quick 1; the others run 3, or this if fewer).
+    /// 50% of (a)'s maximum, scenario 6 (default 5, quick 1; the others run 3, or this if fewer).
     #[arg(long)]
     pub reps: Option<usize>,
     /// Seconds per load run (default 5, quick 3).
     #[arg(long)]
     pub secs: Option<u64>,
-    /// Run only these scenarios (1-5; repeatable). 2 needs 1's calibration and runs with it.
+    /// Run only these scenarios (1-6; repeatable). 2 needs 1's calibration and runs with it.
     #[arg(long = "only", value_name = "N")]
     pub only: Vec<u32>,
     /// Where the JSON results go (a markdown table is written next to it).
@@ -227,6 +228,9 @@ pub fn main(args: BenchArgs) -> Result<()> {
     }
     if want(5) {
         record("5_python", &|| scenarios::python(&ctx));
+    }
+    if want(6) {
+        record("6_redis", &|| scenarios::redis(&ctx));
     }
     let mut sink_proc = sink_proc;
     let sink_lines = sink_proc.stop();

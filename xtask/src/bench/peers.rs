@@ -1,5 +1,6 @@
-//! The programs the benchmark drives: nginx, the agent variants, bpftrace, a Flask service,
-//! the OTLP sink. Each is started here on a loopback ephemeral port and stopped by its own pid.
+//! The programs the benchmark drives: nginx, redis-server, the agent variants, bpftrace, a Flask
+//! service, the OTLP sink. Each is started here on a loopback ephemeral port and stopped by its
+//! own pid.
 
 use std::{
     path::{Path, PathBuf},
@@ -59,6 +60,19 @@ http {{
     let mut cmd = Command::new("nginx");
     cmd.arg("-c").arg(&conf_path).arg("-p").arg(dir);
     let p = Proc::start("nginx", &mut cmd, false)?;
+    wait_port(port, Duration::from_secs(10))?;
+    Ok((p, port))
+}
+
+/// redis-server on loopback, nothing persisted (no RDB snapshots, no AOF), files in `dir`.
+pub fn redis(dir: &Path) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir);
+    let p = Proc::start("redis-server", &mut cmd, false)?;
     wait_port(port, Duration::from_secs(10))?;
     Ok((p, port))
 }

@@ -1,4 +1,4 @@
-//! The five benchmark scenarios (BENCHMARKS.md). Each returns its JSON and its tables.
+//! The six benchmark scenarios (BENCHMARKS.md). Each returns its JSON and its tables.
 
 use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
 
@@ -880,6 +880,154 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     Ok((Value::Object(jv), vec![t]))
 }
 
+/// Scenario 6: redis-server under `redis-benchmark -P 16` (SET and GET), variants a-c.
+pub fn redis(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
+    const VARIANTS: [V; 3] = [V::A, V::B, V::C];
+    const CONNS: u32 = 32;
+    const PIPELINE: u32 = 16;
+    let p = ctx.plan;
+    let (mut redis, port) = peers::redis(&subdir(ctx, "redis")?)?;
+    // Calibration (untraced, also the warm-up): requests per test such that an untraced run of
+    // both tests lasts about the plan's seconds; a traced run lasts longer by 1 / its ratio.
+    let cal = load::redis_benchmark(port, CONNS, PIPELINE, 100_000)?;
+    let n = ((cal.rps() * p.secs as f64 / 2.0 / 10_000.0).round() as u64 * 10_000)
+        .clamp(50_000, 10_000_000);
+    eprintln!(
+        "bench[6]: untraced {:.0} req/s (SET {:.0}, GET {:.0}); {n} requests per test",
+        cal.rps(),
+        cal.set_rps,
+        cal.get_rps
+    );
+
+    let mut set: BTreeMap<V, Vec<f64>> = BTreeMap::new();
+    let mut get: BTreeMap<V, Vec<f64>> = BTreeMap::new();
+    let mut both: BTreeMap<V, Vec<f64>> = BTreeMap::new();
+    let mut ratio: BTreeMap<V, Vec<f64>> = BTreeMap::new();
+    let mut server_us: BTreeMap<V, Vec<f64>> = BTreeMap::new();
+    let mut spans: BTreeMap<V, Vec<f64>> = BTreeMap::new();
+    let mut spans_per_req: BTreeMap<V, Vec<f64>> = BTreeMap::new();
+    let mut drops: BTreeMap<V, u64> = BTreeMap::new();
+    let mut export_drops = 0u64;
+    let mut summaries: Vec<Vec<String>> = Vec::new();
+    for rep in 0..p.reps {
+        let order = shuffled(&VARIANTS);
+        eprintln!(
+            "bench[6]: rep {}/{} order {:?} (load {:.2})",
+            rep + 1,
+            p.reps,
+            order,
+            loadavg()
+        );
+        let mut this: BTreeMap<V, f64> = BTreeMap::new();
+        for v in order {
+            let r = start(ctx, v, &[])?;
+            let c0 = cpu_secs(redis.pid())?;
+            let b = load::redis_benchmark(port, CONNS, PIPELINE, n)?;
+            let c1 = cpu_secs(redis.pid())?;
+            let s = stop(r)?;
+            this.insert(v, b.rps());
+            set.entry(v).or_default().push(b.set_rps);
+            get.entry(v).or_default().push(b.get_rps);
+            both.entry(v).or_default().push(b.rps());
+            server_us
+                .entry(v)
+                .or_default()
+                .push((c1 - c0) * 1e6 / b.requests.max(1) as f64);
+            if let Some(a) = s.agent {
+                eprintln!(
+                    "bench[6]: {}: {:.0} req/s, {} spans, {} ring-buffer losses",
+                    v.key(),
+                    b.rps(),
+                    a.spans,
+                    a.ring_drops
+                );
+                *drops.entry(v).or_default() += a.ring_drops;
+                spans.entry(v).or_default().push(a.spans as f64);
+                spans_per_req
+                    .entry(v)
+                    .or_default()
+                    .push(a.spans as f64 / b.requests.max(1) as f64);
+                if v == V::B {
+                    export_drops += a.export_drops;
+                    summaries.push(a.summary);
+                }
+            }
+        }
+        for v in VARIANTS {
+            ratio.entry(v).or_default().push(this[&v] / this[&V::A]);
+        }
+    }
+    redis.stop();
+
+    let mut t = Table::new(
+        &format!(
+            "6. redis-server, redis-benchmark -P {PIPELINE} -c {CONNS} -n {n} -t set,get; {} reps",
+            p.reps
+        ),
+        &[
+            "variant",
+            "SET req/s",
+            "GET req/s",
+            "SET+GET req/s",
+            "ratio vs (a)",
+            "redis-server CPU µs/req",
+            "spans per request",
+            "ring-buffer losses",
+            "dropped before export",
+        ],
+    );
+    let mut jv = serde_json::Map::new();
+    for v in VARIANTS {
+        let get_v = |m: &BTreeMap<V, Vec<f64>>| m.get(&v).cloned().unwrap_or_default();
+        let agent = v != V::A;
+        t.row(vec![
+            v.label().into(),
+            spread(&get_v(&set)).fmt(0),
+            spread(&get_v(&get)).fmt(0),
+            spread(&get_v(&both)).fmt(0),
+            if agent {
+                spread(&get_v(&ratio)).fmt(3)
+            } else {
+                "1".into()
+            },
+            spread(&get_v(&server_us)).fmt(2),
+            if agent {
+                spread(&get_v(&spans_per_req)).fmt(2)
+            } else {
+                "–".into()
+            },
+            if agent {
+                drops.get(&v).copied().unwrap_or(0).to_string()
+            } else {
+                "–".into()
+            },
+            if v == V::B {
+                export_drops.to_string()
+            } else {
+                "–".into()
+            },
+        ]);
+        jv.insert(
+            v.key().into(),
+            json!({
+                "set_rps": spread(&get_v(&set)).json(&get_v(&set)),
+                "get_rps": spread(&get_v(&get)).json(&get_v(&get)),
+                "rps": spread(&get_v(&both)).json(&get_v(&both)),
+                "ratio_vs_a": spread(&get_v(&ratio)).json(&get_v(&ratio)),
+                "redis_cpu_us_per_req": spread(&get_v(&server_us)).json(&get_v(&server_us)),
+                "spans": get_v(&spans),
+                "spans_per_request": spread(&get_v(&spans_per_req)).json(&get_v(&spans_per_req)),
+                "losses": drops.get(&v).copied().unwrap_or(0),
+            }),
+        );
+    }
+    jv.insert("requests_per_test".into(), json!(n));
+    jv.insert("calibration_rps".into(), json!(cal.rps()));
+    jv.insert("export_drops_b".into(), json!(export_drops));
+    jv.insert("agent_summaries_b".into(), json!(summaries));
+    Ok((Value::Object(jv), vec![t]))
+}
+
 fn f(v: &Value, path: &[&str]) -> f64 {
     let mut x = v;
     for k in path {
@@ -971,6 +1119,14 @@ pub fn targets(r: &serde_json::Map<String, Value>) -> Table {
             tr / sdk
         ),
         tr <= sdk / 3.0,
+    );
+    let redis = f(&r, &["6_redis", "b_tracer", "ratio_vs_a", "median"]);
+    let losses = f(&r, &["6_redis", "b_tracer", "losses"]);
+    row(
+        "redis-benchmark -P 16 throughput ratio ≥ 0.70 (aim ≥ 0.80), zero ring-buffer losses",
+        redis,
+        format!("{redis:.3}, {losses} ring-buffer losses"),
+        redis >= 0.70 && losses == 0.0,
     );
     t
 }
