@@ -80,6 +80,8 @@ pub const MAX_PENDING_BYTES: usize = 64 * 1024;
 pub const MAX_PENDING_ENTRIES: usize = MAX_PENDING;
 /// Longest chunk-size line (size, extensions, CRLF) of a chunked body.
 pub const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
+/// Bytes reserved for a head when its first bytes come (at most what they are): most heads fit.
+const HEAD_RESERVE: usize = 1024;
 /// Longest method token considered (the longest registered method is 17 bytes).
 const MAX_METHOD_BYTES: usize = 32;
 
@@ -399,6 +401,10 @@ impl HeadAcc {
     /// [`MAX_HEADER_LINE_BYTES`], or that do not fit in [`MAX_HEAD_BYTES`] any more, are left
     /// out; a start line that does not fit is `TooLarge`.
     fn push(&mut self, bytes: &[u8]) -> Result<(usize, bool), ParseError> {
+        if self.buf.capacity() == 0 && !bytes.is_empty() {
+            // One allocation for a usual head, instead of one per doubling as lines come in.
+            self.buf.reserve(bytes.len().min(HEAD_RESERVE));
+        }
         let mut used = 0usize;
         while let Some(rest) = bytes.get(used..).filter(|r| !r.is_empty()) {
             let newline = rest.iter().position(|&b| b == b'\n');
