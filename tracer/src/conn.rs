@@ -25,10 +25,29 @@ pub struct ConnMeta {
     pub fd: i32,
     pub role: Role,
     pub endpoints: Endpoints,
+    /// The ends' addresses as attribute text.
+    pub addresses: Addresses,
     pub cgroup_id: u64,
     /// Inode number of the socket's network namespace; 0 if unknown.
     pub netns: u32,
     pub process: Arc<ProcessInfo>,
+}
+
+/// The addresses of a connection's ends as text, formatted once per connection rather than once
+/// per span.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub local: Arc<str>,
+    pub remote: Arc<str>,
+}
+
+impl Addresses {
+    pub fn of(e: &Endpoints) -> Self {
+        Self {
+            local: e.local.0.to_string().into(),
+            remote: e.remote.0.to_string().into(),
+        }
+    }
 }
 
 /// An address as the kernel gives it; IPv4-mapped IPv6 shown as IPv4.
@@ -59,15 +78,17 @@ pub fn comm_str(comm: &[u8; 16]) -> String {
 
 impl ConnMeta {
     pub fn from_event(ev: &ConnEvent, process: Arc<ProcessInfo>) -> Self {
+        let endpoints = Endpoints {
+            local: (ip_of(ev.family, &ev.local_addr), ev.local_port),
+            remote: (ip_of(ev.family, &ev.remote_addr), ev.remote_port),
+        };
         Self {
             conn_id: ev.conn_id,
             tgid: ev.tgid,
             fd: ev.fd,
             role: role_of(ev.role),
-            endpoints: Endpoints {
-                local: (ip_of(ev.family, &ev.local_addr), ev.local_port),
-                remote: (ip_of(ev.family, &ev.remote_addr), ev.remote_port),
-            },
+            addresses: Addresses::of(&endpoints),
+            endpoints,
             cgroup_id: ev.cgroup_id,
             netns: ev.netns,
             process,

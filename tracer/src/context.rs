@@ -29,39 +29,45 @@ fn hex_nibble(c: u8) -> Option<u8> {
 }
 
 /// Exactly `2 * N` hex digits into N bytes.
-fn hex_exact<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let b = s.as_bytes();
+fn hex_exact<const N: usize>(s: &(impl AsRef<[u8]> + ?Sized)) -> Option<[u8; N]> {
+    let b = s.as_ref();
     if b.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = hex_nibble(b[2 * i])? << 4 | hex_nibble(b[2 * i + 1])?;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = hex_nibble(pair[0])? << 4 | hex_nibble(pair[1])?;
     }
     Some(out)
 }
 
+/// 1 to `2 * N` (at most 32) hex digits, left-padded with zeros, into N bytes.
+fn hex_padded<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let mut buf = [b'0'; 32];
+    let width = 2 * N;
+    let pad = width.checked_sub(s.len())?;
+    if s.is_empty() || width > buf.len() {
+        return None;
+    }
+    buf[pad..width].copy_from_slice(s.as_bytes());
+    hex_exact::<N>(&buf[..width])
+}
+
 /// 16 or 32 hex digits (64- or 128-bit trace ids), left-padded to 128 bits.
 fn trace_id_hex(s: &str) -> Option<[u8; 16]> {
-    match s.len() {
-        32 => hex_exact::<16>(s),
-        1..=16 => {
-            let padded = format!("{s:0>16}");
-            let low = hex_exact::<8>(&padded)?;
-            let mut t = [0u8; 16];
-            t[8..].copy_from_slice(&low);
-            Some(t)
-        }
-        17..=31 => trace_id_hex(&format!("{s:0>32}")),
-        _ => None,
+    if s.len() <= 16 {
+        // A 64-bit id is the low half.
+        let low = hex_padded::<8>(s)?;
+        let mut t = [0u8; 16];
+        t[8..].copy_from_slice(&low);
+        Some(t)
+    } else {
+        hex_padded::<16>(s)
     }
 }
 
 fn span_id_hex(s: &str) -> Option<[u8; 8]> {
-    if s.is_empty() || s.len() > 16 {
-        return None;
-    }
-    hex_exact::<8>(&format!("{s:0>16}"))
+    hex_padded::<8>(s)
 }
 
 fn valid(trace_id: [u8; 16], span_id: [u8; 8]) -> bool {
@@ -142,14 +148,9 @@ fn parse_datadog(trace: &str, parent: &str, priority: Option<&str>) -> Option<Re
     })
 }
 
-/// The context of a request from its headers (names lowercase), W3C first.
-pub fn extract(headers: &[(String, String)]) -> Option<RemoteContext> {
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+/// The context of a request, W3C first, from its headers as `get` finds them: the value of the
+/// first header of a (lowercase) name, matched case-insensitively.
+pub fn extract<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<RemoteContext> {
     if let Some(c) = get("traceparent").and_then(parse_traceparent) {
         return Some(c);
     }
@@ -180,21 +181,26 @@ pub fn extract(headers: &[(String, String)]) -> Option<RemoteContext> {
 
 #[cfg(test)]
 mod tests {
+    use rstest::rstest;
+
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    /// `extract` over a header list.
+    fn extract_from(pairs: &[(&str, &str)]) -> Option<RemoteContext> {
+        extract(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        })
     }
 
     #[test]
     fn w3c() {
-        let c = extract(&h(&[(
+        let c = extract_from(&[(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )]))
+        )])
         .unwrap();
         assert_eq!(c.trace_id[0], 0x4b);
         assert_eq!(c.span_id, [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
@@ -219,44 +225,41 @@ mod tests {
 
     #[test]
     fn b3_forms() {
-        let c = extract(&h(&[(
+        let c = extract_from(&[(
             "b3",
             "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
-        )]))
+        )])
         .unwrap();
         assert_eq!(c.format, Format::B3);
         assert_eq!(c.span_id[0], 0xe4);
-        let c = extract(&h(&[
+        let c = extract_from(&[
             ("x-b3-traceid", "463ac35c9f6413ad"),
             ("x-b3-spanid", "a2fb4a1d1a96d312"),
             ("x-b3-sampled", "0"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(&c.trace_id[..8], &[0; 8]);
         assert_eq!(c.trace_id[8], 0x46);
         assert!(!c.sampled);
-        assert_eq!(extract(&h(&[("b3", "1")])), None);
+        assert_eq!(extract_from(&[("b3", "1")]), None);
     }
 
     #[test]
     fn jaeger_and_datadog() {
-        let c = extract(&h(&[(
-            "uber-trace-id",
-            "463ac35c9f6413ad:a2fb4a1d1a96d312:0:1",
-        )]))
-        .unwrap();
+        let c =
+            extract_from(&[("uber-trace-id", "463ac35c9f6413ad:a2fb4a1d1a96d312:0:1")]).unwrap();
         assert_eq!(c.format, Format::Jaeger);
         assert_eq!(c.span_id[0], 0xa2);
-        let c = extract(&h(&[(
+        let c = extract_from(&[(
             "uber-trace-id",
             "463ac35c9f6413ad%3Aa2fb4a1d1a96d312%3A0%3A1",
-        )]))
+        )])
         .unwrap();
         assert_eq!(c.span_id[0], 0xa2);
-        let c = extract(&h(&[
+        let c = extract_from(&[
             ("x-datadog-trace-id", "1234"),
             ("x-datadog-parent-id", "5678"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(
             u64::from_be_bytes(c.trace_id[8..].try_into().unwrap()),
@@ -264,11 +267,35 @@ mod tests {
         );
         assert_eq!(u64::from_be_bytes(c.span_id), 5678);
         assert_eq!(
-            extract(&h(&[
-                ("x-datadog-trace-id", "x"),
-                ("x-datadog-parent-id", "1")
-            ])),
+            extract_from(&[("x-datadog-trace-id", "x"), ("x-datadog-parent-id", "1")]),
             None
         );
+    }
+
+    /// 64-bit ids and ids with their leading zeros left out are padded; empty, too long or
+    /// non-hex ones give nothing.
+    #[rstest]
+    #[case::one_digit("1", Some(1))]
+    #[case::bits_64("463ac35c9f6413ad", Some(0x463a_c35c_9f64_13ad))]
+    #[case::digits_17("10000000000000000", Some(1 << 64))]
+    #[case::bits_128(
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        Some(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736)
+    )]
+    #[case::digits_33("04bf92f3577b34da6a3ce929d0e0e4736", None)]
+    #[case::empty("", None)]
+    #[case::not_hex("12g4", None)]
+    fn trace_ids(#[case] text: &str, #[case] want: Option<u128>) {
+        assert_eq!(trace_id_hex(text), want.map(u128::to_be_bytes));
+    }
+
+    #[rstest]
+    #[case::one_digit("a", Some(0xa))]
+    #[case::bits_64("a2fb4a1d1a96d312", Some(0xa2fb_4a1d_1a96_d312))]
+    #[case::digits_17("0a2fb4a1d1a96d312", None)]
+    #[case::empty("", None)]
+    #[case::not_hex("-1", None)]
+    fn span_ids(#[case] text: &str, #[case] want: Option<u64>) {
+        assert_eq!(span_id_hex(text), want.map(u64::to_be_bytes));
     }
 }

@@ -32,22 +32,106 @@ pub enum SpanStatus {
     Error { message: String },
 }
 
+/// Text of an attribute value or summary: static, shared (an address formatted once per
+/// connection, a request's method and path referenced by span, attributes and summary), or made
+/// for one span alone. Compares as the text it holds.
+#[derive(Debug, Clone)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Static(s) => s,
+            Self::Shared(s) => s,
+            Self::Owned(s) => s,
+        }
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Self::Static("")
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(v: &'static str) -> Self {
+        Self::Static(v)
+    }
+}
+impl From<String> for Text {
+    fn from(v: String) -> Self {
+        Self::Owned(v)
+    }
+}
+impl From<Arc<str>> for Text {
+    fn from(v: Arc<str>) -> Self {
+        Self::Shared(v)
+    }
+}
+
 /// An attribute value (the OpenTelemetry scalar types we produce).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Str(String),
+    Str(Text),
     Int(i64),
     Bool(bool),
 }
 
-impl From<String> for Value {
-    fn from(v: String) -> Self {
+impl From<Text> for Value {
+    fn from(v: Text) -> Self {
         Self::Str(v)
     }
 }
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Self::Str(v.to_string())
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Self::Str(Text::Owned(v))
+    }
+}
+/// Borrowed text must be `'static` (copying any other is the caller's explicit choice).
+impl From<&'static str> for Value {
+    fn from(v: &'static str) -> Self {
+        Self::Str(Text::Static(v))
+    }
+}
+impl From<Arc<str>> for Value {
+    fn from(v: Arc<str>) -> Self {
+        Self::Str(Text::Shared(v))
     }
 }
 impl From<i64> for Value {
@@ -170,9 +254,9 @@ pub struct SpanOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpanSummary {
     Http {
-        method: String,
+        method: Text,
         /// The URL path, for the low-cardinality route of metrics.
-        path: String,
+        path: Text,
         /// None without a response.
         status_code: Option<u16>,
     },

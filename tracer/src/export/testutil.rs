@@ -55,7 +55,7 @@ pub fn span_of(process: Arc<ProcessInfo>, n: u32) -> SpanRecord {
         ],
         summary: SpanSummary::Http {
             method: "GET".into(),
-            path: format!("/users/{n}"),
+            path: format!("/users/{n}").into(),
             status_code: Some(200),
         },
         process,

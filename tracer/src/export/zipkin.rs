@@ -40,7 +40,7 @@ pub fn span_json(s: &SpanRecord) -> Json {
     let mut tags = Map::new();
     for kv in &s.attributes {
         let v = match &kv.value {
-            Value::Str(v) => v.clone(),
+            Value::Str(v) => v.to_string(),
             Value::Int(i) => i.to_string(),
             Value::Bool(b) => b.to_string(),
         };

@@ -82,10 +82,13 @@ impl Sink {
     /// Move the scratch output of `conn` to `out`: note exchanges that started, attach linking
     /// hints to finished ones, count (and log once per kind) parse errors.
     fn collect(&mut self, conn: &mut Conn, out: &mut Vec<Parsed>) {
-        let meta = conn.meta.clone();
-        for started in std::mem::take(&mut self.scratch.started) {
-            self.started(conn, started);
+        // Taken out and put back, so that its buffer is reused.
+        let mut started = std::mem::take(&mut self.scratch.started);
+        for s in started.drain(..) {
+            self.started(conn, s);
         }
+        self.scratch.started = started;
+        let meta = &conn.meta;
         for record in self.scratch.messages.drain(..) {
             let info = record.info();
             let exchange = ExchangeKey {

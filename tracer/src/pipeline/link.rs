@@ -71,6 +71,15 @@ pub struct Linker<R: Rng> {
     pub timed_out: u64,
 }
 
+/// A random span id (never all zeros).
+fn new_span_id(rng: &mut impl Rng) -> [u8; 8] {
+    let mut s = [0u8; 8];
+    while s == [0; 8] {
+        rng.fill(&mut s);
+    }
+    s
+}
+
 /// Processes remembered as moving requests between threads.
 const MOVED_PROCESSES: usize = 4096;
 
@@ -95,15 +104,19 @@ impl<R: Rng> Linker<R> {
     }
 
     fn span_id(&mut self) -> [u8; 8] {
-        let mut s = [0u8; 8];
-        while s == [0; 8] {
-            self.rng.fill(&mut s);
-        }
-        s
+        new_span_id(&mut self.rng)
     }
 
     /// The node of `key`, created with a fresh span id. An evicted node's waiters are released.
     fn node(&mut self, key: ExchangeKey, out: &mut Vec<SpanRecord>) -> &mut Node {
+        if self.nodes.len() < self.nodes.cap().get() {
+            // Nothing to evict: one lookup.
+            let rng = &mut self.rng;
+            return self.nodes.get_or_insert_mut(key, || Node {
+                span_id: new_span_id(rng),
+                ..Node::default()
+            });
+        }
         if !self.nodes.contains(&key) {
             let node = Node {
                 span_id: self.span_id(),

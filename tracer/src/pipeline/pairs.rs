@@ -124,19 +124,21 @@ mod tests {
     use std::{net::IpAddr, sync::Arc};
 
     use super::*;
-    use crate::span::Endpoints;
+    use crate::{conn::Addresses, span::Endpoints};
 
     fn meta(id: u64, role: Role, netns: u32, local: (&str, u16), remote: (&str, u16)) -> ConnMeta {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let endpoints = Endpoints {
+            local: (ip(local.0), local.1),
+            remote: (ip(remote.0), remote.1),
+        };
         ConnMeta {
             conn_id: id,
             tgid: 1,
             fd: 3,
             role,
-            endpoints: Endpoints {
-                local: (ip(local.0), local.1),
-                remote: (ip(remote.0), remote.1),
-            },
+            addresses: Addresses::of(&endpoints),
+            endpoints,
             cgroup_id: 0,
             netns,
             process: Arc::default(),

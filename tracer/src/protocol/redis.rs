@@ -1160,7 +1160,7 @@ impl ExchangeRecord for Command {
         let (local, remote) = (conn.endpoints.local, conn.endpoints.remote);
         let a = &mut span.attributes;
         a.push(KeyValue::new("db.system.name", "redis"));
-        a.push(KeyValue::new("db.operation.name", self.operation.as_str()));
+        a.push(KeyValue::new("db.operation.name", self.operation.clone()));
         a.push(KeyValue::new(
             "db.query.text",
             self.query_text(opts.show_query_values),
@@ -1168,14 +1168,22 @@ impl ExchangeRecord for Command {
         if let Some(db) = self.db {
             a.push(KeyValue::new("db.namespace", db.to_string()));
         }
-        let server_end = if server { local } else { remote };
-        a.push(KeyValue::new("server.address", server_end.0.to_string()));
-        a.push(KeyValue::new("server.port", server_end.1));
+        let addresses = &conn.addresses;
+        let (server_addr, server_port) = if server {
+            (&addresses.local, local.1)
+        } else {
+            (&addresses.remote, remote.1)
+        };
+        a.push(KeyValue::new("server.address", server_addr.clone()));
+        a.push(KeyValue::new("server.port", server_port));
         if server {
-            a.push(KeyValue::new("client.address", remote.0.to_string()));
+            a.push(KeyValue::new("client.address", addresses.remote.clone()));
             a.push(KeyValue::new("client.port", remote.1));
         }
-        a.push(KeyValue::new("network.peer.address", remote.0.to_string()));
+        a.push(KeyValue::new(
+            "network.peer.address",
+            addresses.remote.clone(),
+        ));
         a.push(KeyValue::new("network.peer.port", remote.1));
         if self.truncated || self.reply_uncaptured {
             a.push(KeyValue::new("tracer.truncated", true));

@@ -41,7 +41,7 @@ enum AnyValue<'a> {
 impl<'a> From<&'a Value> for AnyValue<'a> {
     fn from(v: &'a Value) -> Self {
         match v {
-            Value::Str(s) => Self::Str(s),
+            Value::Str(s) => Self::Str(s.as_str()),
             Value::Int(i) => Self::Int(*i),
             Value::Bool(b) => Self::Bool(*b),
         }

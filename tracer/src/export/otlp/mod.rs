@@ -97,34 +97,34 @@ pub fn resource_attributes(p: &ProcessInfo, base: &ResourceBase) -> Vec<(String,
     set(
         &mut attrs,
         "service.name",
-        Value::Str(p.service_name.clone()),
+        Value::from(p.service_name.clone()),
     );
     set(
         &mut attrs,
         "service.instance.id",
-        Value::Str(format!("{}-{}-{}", base.host_name, p.pid, p.start_ticks)),
+        Value::from(format!("{}-{}-{}", base.host_name, p.pid, p.start_ticks)),
     );
     set(&mut attrs, "process.pid", Value::Int(i64::from(p.pid)));
     set(
         &mut attrs,
         "process.executable.name",
-        Value::Str(p.exe_name.clone()),
+        Value::from(p.exe_name.clone()),
     );
     if !p.exe_path.is_empty() {
         set(
             &mut attrs,
             "process.executable.path",
-            Value::Str(p.exe_path.clone()),
+            Value::from(p.exe_path.clone()),
         );
     }
     if !p.command_line.is_empty() {
         set(
             &mut attrs,
             "process.command_line",
-            Value::Str(p.command_line.clone()),
+            Value::from(p.command_line.clone()),
         );
     }
-    set(&mut attrs, "host.name", Value::Str(base.host_name.clone()));
+    set(&mut attrs, "host.name", Value::from(base.host_name.clone()));
     set(&mut attrs, "os.type", "linux".into());
     set(&mut attrs, "telemetry.distro.name", "tracer".into());
     set(
@@ -134,16 +134,16 @@ pub fn resource_attributes(p: &ProcessInfo, base: &ResourceBase) -> Vec<(String,
     );
     for (k, v) in &base.extra {
         if !PER_PROCESS.contains(&k.as_str()) && !k.starts_with("process.") {
-            set(&mut attrs, k, Value::Str(v.clone()));
+            set(&mut attrs, k, Value::from(v.clone()));
         }
     }
     for (k, v) in &p.resource_attributes {
-        set(&mut attrs, k, Value::Str(v.clone()));
+        set(&mut attrs, k, Value::from(v.clone()));
     }
     set(
         &mut attrs,
         "service.name",
-        Value::Str(p.service_name.clone()),
+        Value::from(p.service_name.clone()),
     );
     attrs
 }

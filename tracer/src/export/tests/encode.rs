@@ -44,7 +44,7 @@ fn decode(format: Format, bytes: &[u8]) -> ExportTraceServiceRequest {
 fn any(v: &Value) -> Option<AnyValue> {
     Some(AnyValue {
         value: Some(match v {
-            Value::Str(s) => any_value::Value::StringValue(s.clone()),
+            Value::Str(s) => any_value::Value::StringValue(s.to_string()),
             Value::Int(i) => any_value::Value::IntValue(*i),
             Value::Bool(b) => any_value::Value::BoolValue(*b),
         }),

@@ -170,7 +170,7 @@ fn metrics_endpoint() {
             let mut s = span_of(crawler.clone(), i);
             s.summary = SpanSummary::Http {
                 method: "FOO".into(),
-                path: format!("/page-x{i}y"),
+                path: format!("/page-x{i}y").into(),
                 status_code: None,
             };
             Arc::new(s)
