@@ -4,14 +4,13 @@
 use std::{
     collections::VecDeque,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    num::NonZeroUsize,
     sync::Arc,
 };
 
-use lru::LruCache;
 use tracer_common::conn::{role, ConnEvent, AF_INET};
 
 use crate::{
+    hash::{self, FastLru},
     process::ProcessInfo,
     protocol::{ConnParser, Role},
     span::{Endpoints, ExchangeKey, KernelIds},
@@ -132,13 +131,13 @@ impl Conn {
 
 /// Connections by id, least recently used first out.
 pub struct ConnTable {
-    conns: LruCache<u64, Conn>,
+    conns: FastLru<u64, Conn>,
 }
 
 impl ConnTable {
     pub fn new(max: usize) -> Self {
         Self {
-            conns: LruCache::new(NonZeroUsize::new(max.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            conns: hash::lru(max),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod context;
 pub mod ebpf;
 pub mod export;
+pub mod hash;
 pub mod pipeline;
 pub mod process;
 pub mod protocol;

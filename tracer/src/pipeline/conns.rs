@@ -7,17 +7,16 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    num::NonZeroUsize,
     sync::Arc,
 };
 
-use lru::LruCache;
 use tracer_common::data::{direction, flags, DataHeader};
 
 use super::{pairs::Pairs, threads::Threads, DataEvent, Parsed, RawEvent};
 use crate::{
     conn::{comm_str, Conn, ConnMeta, ConnTable},
     context,
+    hash::{self, FastLru},
     process::ProcessCache,
     protocol::{self, Direction, Outcome, ParseError, ParseOutput, Role, Segment, Started},
     span::{ExchangeKey, KernelIds},
@@ -39,7 +38,7 @@ struct Sink {
     /// Server exchanges started and not yet reported, by the thread that read the request.
     threads: Threads,
     /// Span ids of traceparent headers the kernel inserted lately (to tell `injected` links).
-    injected: LruCache<[u8; 8], ()>,
+    injected: FastLru<[u8; 8], ()>,
 }
 
 /// Injected span ids remembered: far more than requests in flight between two hosts' ends.
@@ -184,7 +183,7 @@ pub struct ConnsStage {
     forget: Option<Forget>,
     /// Connections dropped from the table while open, by id: records of theirs the kernel sent
     /// before it forgot them (the agent drops them asynchronously) pick them up again.
-    dropped: LruCache<u64, (Arc<ConnMeta>, u64)>,
+    dropped: FastLru<u64, (Arc<ConnMeta>, u64)>,
     table: ConnTable,
     processes: ProcessCache,
     sink: Sink,
@@ -202,10 +201,7 @@ impl ConnsStage {
             forget: None,
             // Records in flight when the kernel forgets a connection are many when a small table
             // churns: remember at least DROPPED_REMEMBERED (metadata only, a few hundred bytes).
-            dropped: LruCache::new(
-                NonZeroUsize::new(cfg.max_connections.max(DROPPED_REMEMBERED))
-                    .unwrap_or(NonZeroUsize::MIN),
-            ),
+            dropped: hash::lru(cfg.max_connections.max(DROPPED_REMEMBERED)),
             table: ConnTable::new(cfg.max_connections),
             processes: ProcessCache::new(4096),
             sink: Sink {
@@ -213,9 +209,7 @@ impl ConnsStage {
                 logged: HashSet::new(),
                 scratch: ParseOutput::default(),
                 threads: Threads::default(),
-                injected: LruCache::new(
-                    NonZeroUsize::new(INJECTED_REMEMBERED).unwrap_or(NonZeroUsize::MIN),
-                ),
+                injected: hash::lru(INJECTED_REMEMBERED),
             },
             pairs: Pairs::default(),
         }

@@ -22,13 +22,13 @@
 //! parent's trace id; span ids are allocated per exchange when first referenced, so a child can
 //! name its parent before the parent exists.
 
-use std::{collections::VecDeque, num::NonZeroUsize, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
-use lru::LruCache;
 use rand::Rng;
 
 use crate::{
     context::RemoteContext,
+    hash::{self, FastLru},
     span::{ExchangeKey, KernelIds, LinkHints, LinkKind, SpanRecord, ThreadUse, Unlinked},
 };
 
@@ -59,14 +59,14 @@ struct Node {
 
 pub struct Linker<R: Rng> {
     rng: R,
-    nodes: LruCache<ExchangeKey, Node>,
+    nodes: FastLru<ExchangeKey, Node>,
     /// (deadline, parent) of waiting children, in arrival order (deadlines are monotonic).
     deadlines: VecDeque<(u64, ExchangeKey)>,
     hold_ns: u64,
     /// Processes seen answering a request on another thread than the one that read it: their
     /// threads do not serve one request at a time, so none of their client spans is linked by
     /// thread (even to a server span that looked served alone).
-    moved: LruCache<u32, ()>,
+    moved: FastLru<u32, ()>,
     /// Children released as roots because their parent never came.
     pub timed_out: u64,
 }
@@ -87,9 +87,9 @@ impl<R: Rng> Linker<R> {
     pub fn new(rng: R, capacity: usize, hold: Duration) -> Self {
         Self {
             rng,
-            nodes: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            nodes: hash::lru(capacity),
             deadlines: VecDeque::new(),
-            moved: LruCache::new(NonZeroUsize::new(MOVED_PROCESSES).unwrap_or(NonZeroUsize::MIN)),
+            moved: hash::lru(MOVED_PROCESSES),
             hold_ns: hold.as_nanos() as u64,
             timed_out: 0,
         }

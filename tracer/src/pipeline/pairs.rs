@@ -13,9 +13,9 @@
 //!   and ports at the same time are ambiguous and stay unpaired: an unlinked span is better than a
 //!   wrongly linked one.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
-use crate::{conn::ConnMeta, protocol::Role};
+use crate::{conn::ConnMeta, hash::FastMap, protocol::Role};
 
 /// (local, remote) ends of a connection.
 type Ends = (SocketAddr, SocketAddr);
@@ -46,7 +46,7 @@ fn may_pair(a: &End, b: &End, loopback: bool) -> bool {
 /// Traced connections by their ends.
 #[derive(Default)]
 pub struct Pairs {
-    by_ends: HashMap<Ends, Vec<End>>,
+    by_ends: FastMap<Ends, Vec<End>>,
 }
 
 /// A server connection's client end changed: `(server, client)`, `None` when it has none (any

@@ -9,9 +9,7 @@
 //! flight (`shared`); the linker then links a client span only to a server span whose thread
 //! served it alone, from reading the request to answering it.
 
-use std::collections::HashMap;
-
-use crate::span::ExchangeKey;
+use crate::{hash::FastMap, span::ExchangeKey};
 
 /// Most server requests tracked in flight per thread (an event loop may hold many).
 const MAX_INFLIGHT_PER_THREAD: usize = 256;
@@ -26,7 +24,7 @@ struct InFlight {
 /// Server requests started and not yet answered, by the (tgid, tid) that read them.
 #[derive(Default)]
 pub struct Threads {
-    inflight: HashMap<(u32, u32), Vec<InFlight>>,
+    inflight: FastMap<(u32, u32), Vec<InFlight>>,
 }
 
 impl Threads {

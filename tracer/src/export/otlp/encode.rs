@@ -8,12 +8,13 @@
 //! span: the buffers are the encoder's and keep their capacity from batch to batch, and each
 //! process's resource is encoded once and cached.
 
-use std::{borrow::Borrow, collections::HashMap, io::Write as _, num::NonZeroUsize, sync::Arc};
+use std::{borrow::Borrow, io::Write as _, num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 
 use super::{resource_attributes, ResourceBase};
 use crate::{
+    hash::FastMap,
     process::ProcessInfo,
     span::{LinkKind, SpanKind, SpanRecord, SpanStatus, Value},
 };
@@ -109,7 +110,7 @@ pub struct Encoder {
     /// The encoded `InstrumentationScope` (protobuf: its fields; JSON: the object).
     scope: Vec<u8>,
     groups: Vec<Group>,
-    group_index: HashMap<(u32, u64), usize>,
+    group_index: FastMap<(u32, u64), usize>,
     /// Per span of the batch: its group, and (protobuf) its encoded size.
     group_of: Vec<usize>,
     sizes: Vec<usize>,
@@ -143,7 +144,7 @@ impl Encoder {
             ),
             scope,
             groups: Vec::new(),
-            group_index: HashMap::new(),
+            group_index: FastMap::default(),
             group_of: Vec::new(),
             sizes: Vec::new(),
             order: Vec::new(),
