@@ -607,6 +607,49 @@ fn method_text(method: &str) -> Text {
     }
 }
 
+/// A request or response head (by `kind`), parsed.
+fn parse_head(
+    kind: Kind,
+    head: &[u8],
+) -> Result<Result<ParsedRequest, ParsedResponse>, ParseError> {
+    match kind {
+        Kind::Request => parse_request(head).map(Ok),
+        Kind::Response => parse_response(head).map(Err),
+    }
+}
+
+/// The length, through its empty line, of a head that lies wholly at the start of `bytes` and
+/// that [`HeadAcc::push`] would keep as it is: a non-empty start line, no header line over its
+/// cap, no obsolete line folding to undo. None sends the bytes through `push`.
+fn whole_head(bytes: &[u8]) -> Option<usize> {
+    let mut start = 0usize;
+    loop {
+        let rest = bytes.get(start..)?;
+        let newline = rest.iter().position(|&b| b == b'\n')?;
+        let line = rest.get(..=newline)?;
+        let empty = matches!(line, b"\n" | b"\r\n");
+        if start == 0 {
+            if empty {
+                return None;
+            }
+        } else if empty {
+            return Some(start.saturating_add(line.len()));
+        } else if matches!(line.first(), Some(b' ' | b'\t')) {
+            return None;
+        }
+        let room = (MAX_HEAD_BYTES - 2).saturating_sub(start);
+        let cap = if start == 0 {
+            room
+        } else {
+            room.min(MAX_HEADER_LINE_BYTES)
+        };
+        if line.len() > cap {
+            return None;
+        }
+        start = start.saturating_add(line.len());
+    }
+}
+
 /// A passive observer should accept what real peers accept, so httparse runs in its lenient modes.
 fn parser_config() -> httparse::ParserConfig {
     let mut config = httparse::ParserConfig::default();
@@ -1417,6 +1460,19 @@ impl Http1Conn {
         bytes: &[u8],
         out: &mut ParseOutput,
     ) -> usize {
+        if acc.buf.is_empty() && !acc.dropping_line {
+            if let Some(end) = whole_head(bytes) {
+                // The usual case: parsed where it lies, not copied first.
+                let head = bytes.get(..end).unwrap_or_default();
+                if let Start::Yes = starts_message(head, self.allowed(seg.dir)) {
+                    let kind = kind_of_start(head, self.allowed(seg.dir));
+                    acc.kind = Some(kind);
+                    let parsed = parse_head(kind, head);
+                    self.head_parsed(seg, acc, parsed, true, out);
+                    return end;
+                }
+            }
+        }
         let (used, ended) = match acc.push(bytes) {
             Ok(progress) => progress,
             Err(e) => {
@@ -1453,14 +1509,27 @@ impl Http1Conn {
         out: &mut ParseOutput,
     ) {
         let parsed = match acc.kind {
-            Some(Kind::Request) => {
-                unfold(&mut acc.buf);
-                parse_request(&acc.buf).map(Ok)
+            Some(kind) => {
+                if kind == Kind::Request {
+                    unfold(&mut acc.buf);
+                }
+                parse_head(kind, &acc.buf)
             }
-            Some(Kind::Response) => parse_response(&acc.buf).map(Err),
             // Cannot happen: a head ends only after its start was told apart.
             None => Err(ParseError::Garbage),
         };
+        self.head_parsed(seg, acc, parsed, framed, out);
+    }
+
+    /// Starts the message of a parsed head (see `finish_head`).
+    fn head_parsed(
+        &mut self,
+        seg: &Segment<'_>,
+        acc: HeadAcc,
+        parsed: Result<Result<ParsedRequest, ParsedResponse>, ParseError>,
+        framed: bool,
+        out: &mut ParseOutput,
+    ) {
         match parsed {
             Err(e) => {
                 let e = if framed { e } else { ParseError::Desync };
@@ -2003,6 +2072,25 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+
+    #[rstest]
+    #[case::whole(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nnext", Some(27))]
+    #[case::bare_newlines(b"GET / HTTP/1.1\nHost: h\n\n", Some(24))]
+    #[case::no_headers(b"HTTP/1.1 200 OK\r\n\r\n", Some(19))]
+    #[case::unfinished(b"GET / HTTP/1.1\r\nHost: h\r\n", None)]
+    #[case::leading_blank_line(b"\r\nGET / HTTP/1.1\r\n\r\n", None)]
+    #[case::folded(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", None)]
+    fn whole_heads_are_found_in_place(#[case] bytes: &[u8], #[case] want: Option<usize>) {
+        assert_eq!(whole_head(bytes), want);
+    }
+
+    #[test]
+    fn a_header_line_over_its_cap_is_not_parsed_in_place() {
+        let mut head = b"GET / HTTP/1.1\r\nCookie: ".to_vec();
+        head.resize(head.len() + MAX_HEADER_LINE_BYTES, b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(whole_head(&head), None);
+    }
     use crate::protocol::testconn::TestConn;
     use Direction::{Egress, Ingress};
 
