@@ -11,6 +11,7 @@ pub mod context;
 pub mod ebpf;
 pub mod export;
 pub mod hash;
+pub mod lean;
 pub mod pipeline;
 pub mod process;
 pub mod protocol;

@@ -17,6 +17,7 @@ use crate::{
     conn::{comm_str, Conn, ConnMeta, ConnTable},
     context,
     hash::{self, FastLru},
+    lean,
     process::ProcessCache,
     protocol::{self, Direction, Outcome, ParseError, ParseOutput, Role, Segment, Started},
     span::{ExchangeKey, KernelIds},
@@ -67,14 +68,16 @@ fn remember<T>(list: &mut VecDeque<(u64, T)>, id: u64, v: T) {
     if list.len() >= STARTED_REMEMBERED {
         list.pop_front();
     }
-    list.push_back((id, v));
+    lean::push(list, (id, v));
 }
 
 /// Take what was remembered for exchange `id`. In-order protocols complete the oldest first, so
 /// the search usually stops at the front.
 fn take<T>(list: &mut VecDeque<(u64, T)>, id: u64) -> Option<T> {
     let at = list.iter().position(|(i, _)| *i == id)?;
-    list.remove(at).map(|(_, v)| v)
+    let v = list.remove(at).map(|(_, v)| v);
+    lean::settle(list);
+    v
 }
 
 impl Sink {

@@ -1175,6 +1175,7 @@ impl ConnParser for Http1Conn {
             let Some(p) = self.pending.pop_front() else {
                 break;
             };
+            crate::lean::settle(&mut self.pending);
             self.release(&p);
             if !p.dropped {
                 let tid = p.response_tid.unwrap_or(0);
@@ -1381,7 +1382,7 @@ impl Http1Conn {
             self.pending_heads = self.pending_heads.saturating_add(1);
             self.pending_bytes = self.pending_bytes.saturating_add(p.cost);
         }
-        self.pending.push_back(p);
+        crate::lean::push(&mut self.pending, p);
     }
 
     /// Takes the oldest pending request (one request of a placeholder run).
@@ -1398,6 +1399,7 @@ impl Http1Conn {
             return Some(one);
         }
         let p = self.pending.pop_front()?;
+        crate::lean::settle(&mut self.pending);
         self.release(&p);
         Some(p)
     }
