@@ -3,10 +3,13 @@
 //! trace/v1, common/v1 and resource/v1) or in the OTLP/JSON mapping. A request holds one
 //! `ResourceSpans` per traced process, each with one scope (`tracer`).
 //!
-//! Protobuf prefixes nested messages with their length, so the size of every span is computed
-//! first (arithmetic only), then the request is written in one pass. Nothing is allocated per
-//! span: the buffers are the encoder's and keep their capacity from batch to batch, and each
-//! process's resource is encoded once and cached.
+//! Protobuf prefixes nested messages with their length. The request is written in one pass:
+//! attribute and value lengths are plain arithmetic, and a span or group keeps room for its
+//! length at the width it most likely takes (a span 2 bytes, a group as wide as its previous
+//! batch's spans suggest), written once the message is; the rare message of another width is
+//! moved by the difference, so lengths stay canonical (the bytes prost writes). Nothing is
+//! allocated per span: the buffer is the encoder's and keeps its capacity from batch to batch,
+//! and each process's resource is encoded once and cached.
 
 use std::{borrow::Borrow, io::Write as _, num::NonZeroUsize, sync::Arc};
 
@@ -95,8 +98,6 @@ struct Group {
     key: (u32, u64),
     /// The encoded resource (protobuf: `Resource`'s fields; JSON: its `attributes` array).
     resource: Arc<[u8]>,
-    /// Protobuf: the spans' encoded size as fields of `ScopeSpans`.
-    spans_len: usize,
     /// Where the group's span indices start in `order`, and how many there are.
     start: usize,
     count: usize,
@@ -111,9 +112,11 @@ pub struct Encoder {
     scope: Vec<u8>,
     groups: Vec<Group>,
     group_index: FastMap<(u32, u64), usize>,
-    /// Per span of the batch: its group, and (protobuf) its encoded size.
+    /// Per span of the batch: its group.
     group_of: Vec<usize>,
-    sizes: Vec<usize>,
+    /// Protobuf: encoded bytes per span in the last batch, to guess the width of group lengths
+    /// and the buffer's size.
+    span_guess: usize,
     /// Span indices, grouped by process, in first-seen order within each group.
     order: Vec<usize>,
     buf: Vec<u8>,
@@ -146,7 +149,7 @@ impl Encoder {
             groups: Vec::new(),
             group_index: FastMap::default(),
             group_of: Vec::new(),
-            sizes: Vec::new(),
+            span_guess: SPAN_GUESS,
             order: Vec::new(),
             buf: Vec::new(),
         }
@@ -170,12 +173,11 @@ impl Encoder {
         &self.buf
     }
 
-    /// Groups the spans by process and (protobuf) sizes them.
+    /// Groups the spans by process.
     fn plan<S: Borrow<SpanRecord>>(&mut self, spans: &[S]) {
         self.groups.clear();
         self.group_index.clear();
         self.group_of.clear();
-        self.sizes.clear();
         let mut last = usize::MAX;
         for s in spans {
             let s = s.borrow();
@@ -190,7 +192,6 @@ impl Encoder {
                         self.groups.push(Group {
                             key,
                             resource,
-                            spans_len: 0,
                             start: 0,
                             count: 0,
                         });
@@ -201,13 +202,7 @@ impl Encoder {
             };
             last = g;
             self.group_of.push(g);
-            let group = &mut self.groups[g];
-            group.count += 1;
-            if self.format == Format::Protobuf {
-                let n = span_len(s);
-                self.sizes.push(n);
-                group.spans_len += field_len(n);
-            }
+            self.groups[g].count += 1;
         }
         // Counting sort of the span indices by group.
         let mut at = 0;
@@ -247,35 +242,38 @@ impl Encoder {
     }
 
     fn write_protobuf<S: Borrow<SpanRecord>>(&mut self, spans: &[S]) {
-        let lens = |g: &Group, scope: usize| {
-            let scope_spans = field_len(scope) + g.spans_len;
-            (
-                field_len(g.resource.len()) + field_len(scope_spans),
-                scope_spans,
-            )
-        };
-        let total: usize = self
+        let headers: usize = self
             .groups
             .iter()
-            .map(|g| field_len(lens(g, self.scope.len()).0))
+            .map(|g| g.resource.len() + self.scope.len() + 16)
             .sum();
-        self.buf.reserve(total);
+        // A batch after one of huge spans must not reserve for many more of them.
+        self.buf
+            .reserve((spans.len() * self.span_guess + headers).min(KEEP_CAPACITY));
         let b = &mut self.buf;
+        let mut spans_bytes = 0;
         for g in &self.groups {
-            let (resource_spans, scope_spans) = lens(g, self.scope.len());
+            // The group's likely sizes, for the widths of their lengths.
+            let scope_spans = field_len(self.scope.len()) + g.count * self.span_guess;
+            let resource_spans = field_len(g.resource.len()) + field_len(scope_spans);
             // ExportTraceServiceRequest.resource_spans
-            put_len(b, tag(1, LEN), resource_spans);
+            let rs = Open::new(b, tag(1, LEN), varint_len(resource_spans as u64));
             // ResourceSpans.resource, .scope_spans
             put_bytes(b, tag(1, LEN), &g.resource);
-            put_len(b, tag(2, LEN), scope_spans);
+            let ss = Open::new(b, tag(2, LEN), varint_len(scope_spans as u64));
             // ScopeSpans.scope, .spans
             put_bytes(b, tag(1, LEN), &self.scope);
+            let from = b.len();
             for &i in &self.order[g.start..g.start + g.count] {
-                put_len(b, tag(2, LEN), self.sizes[i]);
                 put_span(b, spans[i].borrow());
             }
+            spans_bytes += b.len() - from;
+            ss.close(b);
+            rs.close(b);
         }
-        debug_assert_eq!(self.buf.len(), total, "protobuf sizes computed wrong");
+        if !spans.is_empty() {
+            self.span_guess = (spans_bytes / spans.len()).max(1);
+        }
     }
 
     fn write_json<S: Borrow<SpanRecord>>(&mut self, spans: &[S]) {
@@ -318,16 +316,70 @@ const fn tag(field: u8, wire: u8) -> u8 {
 const FLAGS_KEY: [u8; 2] = [(16 << 3 | 5) as u8 | 0x80, 1];
 
 fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    // ceil(bits / 7) without a division: bits * 9 / 64, rounded up.
+    (((v | 1).leading_zeros() ^ 63) as usize * 9 + 73) / 64
 }
 
-fn put_varint(b: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        b.push(v as u8 | 0x80);
-        v >>= 7;
+fn put_varint(b: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        b.push(v as u8);
+        return;
     }
-    b.push(v as u8);
+    // One append rather than one per byte.
+    let mut tmp = [0; 10];
+    let n = write_varint(&mut tmp, v);
+    b.extend_from_slice(&tmp[..n]);
 }
+
+/// Writes `v` at the start of `out` (as long as `varint_len(v)`); returns its length.
+fn write_varint(out: &mut [u8], mut v: u64) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
+/// A length-delimited field being written: its key is out, and `width` bytes are kept for its
+/// length, which is known once its body is.
+struct Open {
+    at: usize,
+    width: usize,
+}
+
+impl Open {
+    fn new(b: &mut Vec<u8>, key: u8, width: usize) -> Self {
+        b.push(key);
+        let at = b.len();
+        b.resize(at + width, 0);
+        Self { at, width }
+    }
+
+    /// Writes the length of the body written since `new`, canonical: a body whose length
+    /// takes another width than was kept moves by the difference.
+    fn close(self, b: &mut Vec<u8>) {
+        let body = self.at + self.width;
+        let n = b.len() - body;
+        let width = varint_len(n as u64);
+        if width > self.width {
+            let grow = width - self.width;
+            let end = b.len();
+            b.resize(end + grow, 0);
+            b.copy_within(body..end, body + grow);
+        } else if width < self.width {
+            let end = b.len();
+            b.copy_within(body..end, body - (self.width - width));
+            b.truncate(end - (self.width - width));
+        }
+        write_varint(&mut b[self.at..self.at + width], n as u64);
+    }
+}
+
+/// Bytes of a span before its first batch is seen (a server span of a dozen attributes).
+const SPAN_GUESS: usize = 400;
 
 /// Size of a length-delimited field (one-byte key) of `n` bytes.
 fn field_len(n: usize) -> usize {
@@ -366,15 +418,43 @@ fn put_any_value(b: &mut Vec<u8>, v: AnyValue<'_>) {
 }
 
 /// common/v1 `KeyValue`.
-fn key_value_len(k: &str, v: AnyValue<'_>) -> usize {
-    field_len(k.len()) + field_len(any_value_len(v))
-}
-
 fn put_key_value(b: &mut Vec<u8>, key: u8, k: &str, v: AnyValue<'_>) {
-    put_len(b, key, key_value_len(k, v));
-    put_bytes(b, tag(1, LEN), k.as_bytes());
-    put_len(b, tag(2, LEN), any_value_len(v));
-    put_any_value(b, v);
+    // The value's field: key and data (a string's bytes, a number's varint).
+    let mut tmp = [0; 10];
+    let (value_key, data): (u8, &[u8]) = match v {
+        AnyValue::Str(s) => (tag(1, LEN), s.as_bytes()),
+        AnyValue::Bool(x) => {
+            tmp[0] = u8::from(x);
+            (tag(2, VARINT), &tmp[..1])
+        }
+        // int64: two's complement, 10 bytes when negative.
+        AnyValue::Int(i) => {
+            let n = write_varint(&mut tmp, i as u64);
+            (tag(3, VARINT), &tmp[..n])
+        }
+    };
+    let is_str = matches!(v, AnyValue::Str(_));
+    // KeyValue = key field (2 + key) + value field (2 + AnyValue); AnyValue = key + data (and
+    // a string's length): key and data under 122 bytes together make a KeyValue under 128
+    // bytes, so every length in it is one byte.
+    if k.len() + data.len() < 122 {
+        let value = 1 + usize::from(is_str) + data.len();
+        let n = 4 + k.len() + value;
+        b.extend_from_slice(&[key, n as u8, tag(1, LEN), k.len() as u8]);
+        b.extend_from_slice(k.as_bytes());
+        if is_str {
+            b.extend_from_slice(&[tag(2, LEN), value as u8, value_key, data.len() as u8]);
+        } else {
+            b.extend_from_slice(&[tag(2, LEN), value as u8, value_key]);
+        }
+        b.extend_from_slice(data);
+    } else {
+        let value = any_value_len(v);
+        put_len(b, key, field_len(k.len()) + field_len(value));
+        put_bytes(b, tag(1, LEN), k.as_bytes());
+        put_len(b, tag(2, LEN), value);
+        put_any_value(b, v);
+    }
 }
 
 /// trace/v1 `Status`.
@@ -386,27 +466,17 @@ fn status_len(s: &SpanStatus) -> usize {
     }
 }
 
-/// Size of a trace/v1 `Span`.
-fn span_len(s: &SpanRecord) -> usize {
-    // trace_id, span_id, kind, start and end times, flags.
-    let mut n = 18 + 10 + 2 + 9 + 9 + 6;
-    if s.parent_span_id.is_some() {
-        n += 10;
-    }
-    if !s.name.is_empty() {
-        n += field_len(s.name.len());
-    }
-    for (k, v) in attributes(s) {
-        n += field_len(key_value_len(k, v));
-    }
-    n + field_len(status_len(&s.status))
-}
-
+/// `ScopeSpans.spans`: one trace/v1 `Span`.
 fn put_span(b: &mut Vec<u8>, s: &SpanRecord) {
-    put_bytes(b, tag(1, LEN), &s.trace_id);
-    put_bytes(b, tag(2, LEN), &s.span_id);
+    // Mostly 128 bytes to 16 KiB long.
+    let span = Open::new(b, tag(2, LEN), 2);
+    b.extend_from_slice(&[tag(1, LEN), 16]);
+    b.extend_from_slice(&s.trace_id);
+    b.extend_from_slice(&[tag(2, LEN), 8]);
+    b.extend_from_slice(&s.span_id);
     if let Some(p) = &s.parent_span_id {
-        put_bytes(b, tag(4, LEN), p);
+        b.extend_from_slice(&[tag(4, LEN), 8]);
+        b.extend_from_slice(p);
     }
     if !s.name.is_empty() {
         put_bytes(b, tag(5, LEN), s.name.as_bytes());
@@ -429,6 +499,7 @@ fn put_span(b: &mut Vec<u8>, s: &SpanRecord) {
     }
     b.extend_from_slice(&FLAGS_KEY);
     b.extend_from_slice(&flags(s).to_le_bytes());
+    span.close(b);
 }
 
 // --- OTLP/JSON: ids in hex, enums as numbers, 64-bit integers as strings ---

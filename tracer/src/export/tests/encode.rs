@@ -237,3 +237,102 @@ fn several_processes(#[values(Format::Protobuf, Format::Json)] format: Format) {
         ExportTraceServiceRequest::default()
     );
 }
+
+/// One process's spans as opentelemetry-proto holds them, in batch order.
+fn expected_request(p: &ProcessInfo, spans: &[SpanRecord]) -> ExportTraceServiceRequest {
+    let remote = |s: &SpanRecord| {
+        matches!(
+            s.link,
+            LinkKind::Header | LinkKind::Injected | LinkKind::Connection
+        )
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![expected_resource_spans(
+            p,
+            spans.iter().map(|s| expected_span(s, remote(s))).collect(),
+        )],
+    }
+}
+
+/// A span of `shape`: attribute lists and values that put the lengths of the span and its
+/// nested messages on either side of varint size boundaries.
+fn shaped_span(p: &Arc<ProcessInfo>, shape: &str, filler: usize) -> SpanRecord {
+    let mut s = span_of(p.clone(), 5);
+    s.attributes = match shape {
+        "none" => Vec::new(),
+        "one" => vec![Kv::new("s", "v".repeat(filler))],
+        "many" => edge_attributes(),
+        "unicode" => vec![
+            Kv::new("url.path", "é".repeat(filler)),
+            Kv::new("user_agent.original", "中文 ü 🙂"),
+        ],
+        "all_values" => vec![
+            Kv::new("str", "x".repeat(filler)),
+            Kv::new("int", -(filler as i64)),
+            Kv::new("int.big", i64::MAX - filler as i64),
+            Kv::new("bool", filler.is_multiple_of(2)),
+        ],
+        _ => unreachable!("unknown shape {shape}"),
+    };
+    if shape == "none" {
+        s.name = "x".repeat(filler);
+    }
+    s
+}
+
+/// The protobuf request is byte for byte what prost writes for the same message (canonical
+/// lengths, fields in number order), for every span shape and for lengths on both sides of
+/// the 1/2/3-byte varint boundaries of span, attribute and value lengths.
+#[rstest]
+#[case::no_attributes("none", 0..160)]
+#[case::one_attribute_short("one", 0..300)]
+#[case::one_attribute_near_16k("one", 16_200..16_420)]
+#[case::many_attributes("many", 0..2)]
+#[case::unicode("unicode", 0..100)]
+#[case::all_values("all_values", 0..300)]
+fn protobuf_bytes_match_prost(
+    #[case] shape: &str,
+    #[case] fillers: std::ops::Range<usize>,
+    #[values(
+        (LinkKind::Root, SpanStatus::Unset),
+        (LinkKind::Header, SpanStatus::Error { message: String::new() }),
+        (LinkKind::Thread, SpanStatus::Error { message: "m".repeat(130) }),
+    )]
+    link_status: (LinkKind, SpanStatus),
+) {
+    let p = process(31, "svc");
+    let mut enc = Encoder::new(Format::Protobuf, base());
+    for filler in fillers {
+        let mut s = shaped_span(&p, shape, filler);
+        (s.link, s.status) = link_status.clone();
+        if s.link != LinkKind::Root {
+            s.parent_span_id = Some([3; 8]);
+        }
+        let want = expected_request(&p, std::slice::from_ref(&s));
+        let got = enc.encode(&[&s]);
+        assert_eq!(got, want.encode_to_vec(), "{shape} {filler}");
+        assert_eq!(decode(Format::Protobuf, got), want, "{shape} {filler}");
+    }
+}
+
+/// Batches of very different sizes through one encoder (group and request lengths of 1 to 4
+/// varint bytes, in both orders), each byte for byte what prost writes.
+#[rstest]
+#[case::growing(&[(1, 0), (3, 10), (100, 100), (40, 60_000), (1, 2_100_000)])]
+#[case::shrinking(&[(1, 2_100_000), (40, 60_000), (100, 100), (3, 10), (1, 0)])]
+#[case::alternating(&[(512, 50), (1, 0), (512, 50), (2, 70_000), (512, 50)])]
+fn protobuf_batches_of_changing_size(#[case] batches: &[(usize, usize)]) {
+    let p = process(32, "svc");
+    let mut enc = Encoder::new(Format::Protobuf, base());
+    for &(count, filler) in batches {
+        let spans: Vec<SpanRecord> = (0..count)
+            .map(|i| shaped_span(&p, "one", filler + i % 3))
+            .collect();
+        let want = expected_request(&p, &spans);
+        assert_eq!(
+            enc.encode(&spans),
+            want.encode_to_vec(),
+            "{count} x {filler}"
+        );
+    }
+}
