@@ -1079,7 +1079,7 @@ pub fn targets(r: &serde_json::Map<String, Value>) -> Table {
         cpu <= 0.3,
     );
     let kernel = |v: &str| f(&r, &["1_nginx", "2_kernel", v, "ns_per_data_syscall"]);
-    let (ns, floor) = (kernel("b_tracer"), kernel("c_noop"));
+    let (ns, floor) = (kernel("b_tracer"), kernel("c_noop_probes"));
     row(
         "in-kernel ns per traced data syscall / no-op floor ≤ 4× (aim ≤ 2.5×)",
         ns / floor,
@@ -1094,7 +1094,7 @@ pub fn targets(r: &serde_json::Map<String, Value>) -> Table {
             .and_then(|p| p["ns_per_run"].as_f64())
             .unwrap_or(f64::NAN)
     };
-    let (cl, cl_floor) = (close("b_tracer"), close("c_noop"));
+    let (cl, cl_floor) = (close("b_tracer"), close("c_noop_probes"));
     row(
         "non-socket fd syscalls (nginx's file close) / floor ≤ 1.5× (aim 1.2×)",
         cl / cl_floor,
