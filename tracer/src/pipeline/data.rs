@@ -1,8 +1,8 @@
 //! The data thread: ring buffer -> conns -> spans -> link, one stage after the other on one
-//! thread (records are parsed in the ring buffer's memory, then each stage hands the next a
-//! batch in a plain `Vec`); then the bounded `link_to_export`
-//! channel to the export thread. Four tasks on a runtime cost a wake-up and a cache-cold hand-off
-//! per batch and stage, and on a busy host those switches also took CPU from the traced programs.
+//! thread (records are parsed in the ring buffer's memory; each exchange parsed from a batch of
+//! records is built into its span and linked at once); then the bounded `link_to_export` channel
+//! to the export thread. Four tasks on a runtime cost a wake-up and a cache-cold hand-off per
+//! batch and stage, and on a busy host those switches also took CPU from the traced programs.
 
 use std::{
     os::fd::AsRawFd,
@@ -23,11 +23,7 @@ use super::{
     spans::{self, SpanOptions},
     Parsed, SpanRef, BATCH,
 };
-use crate::{
-    clock::Clock,
-    span::{SpanRecord, Unlinked},
-    stats::Stats,
-};
+use crate::{clock::Clock, span::SpanRecord, stats::Stats};
 
 /// How often the conns stage looks for requests waiting too long and idle connections.
 const CONNS_TICK_NS: u64 = 250_000_000;
@@ -51,7 +47,6 @@ pub struct DataThread {
 #[derive(Default)]
 struct Buffers {
     parsed: Vec<Parsed>,
-    unlinked: Vec<Unlinked>,
     linked: Vec<SpanRecord>,
 }
 
@@ -104,13 +99,9 @@ impl DataThread {
     /// Parsed exchanges to spans, spans through the linker, linked spans to the exporters.
     /// False once the export thread is gone.
     fn forward(&mut self, b: &mut Buffers, now: u64) -> bool {
-        b.unlinked.extend(
-            b.parsed
-                .drain(..)
-                .map(|p| spans::build(&p, &self.clock, self.span_opts)),
-        );
-        for u in b.unlinked.drain(..) {
-            self.linker.link(u, now, &mut b.linked);
+        for p in b.parsed.drain(..) {
+            let span = spans::build(&p, &self.clock, self.span_opts);
+            self.linker.link(span, now, &mut b.linked);
         }
         self.stats.link_timeouts.set(self.linker.timed_out);
         self.export(&mut b.linked)
