@@ -593,18 +593,12 @@ fn keep_headers(headers: &[httparse::Header<'_>]) -> KeptHeaders {
 
 /// A request method as text: the common ones need no allocation.
 fn method_text(method: &str) -> Text {
-    match method {
-        "GET" => Text::Static("GET"),
-        "HEAD" => Text::Static("HEAD"),
-        "POST" => Text::Static("POST"),
-        "PUT" => Text::Static("PUT"),
-        "DELETE" => Text::Static("DELETE"),
-        "CONNECT" => Text::Static("CONNECT"),
-        "OPTIONS" => Text::Static("OPTIONS"),
-        "TRACE" => Text::Static("TRACE"),
-        "PATCH" => Text::Static("PATCH"),
-        other => Text::Shared(Arc::from(other)),
-    }
+    COMMON_METHODS
+        .iter()
+        .filter_map(|m| m.strip_suffix(b" "))
+        .find(|m| *m == method.as_bytes())
+        .and_then(|m| std::str::from_utf8(m).ok())
+        .map_or_else(|| Text::Shared(Arc::from(method)), Text::Static)
 }
 
 /// A request or response head (by `kind`), parsed.
@@ -2084,6 +2078,15 @@ mod tests {
     #[case::folded(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", None)]
     fn whole_heads_are_found_in_place(#[case] bytes: &[u8], #[case] want: Option<usize>) {
         assert_eq!(whole_head(bytes), want);
+    }
+
+    #[test]
+    fn common_methods_need_no_allocation() {
+        for m in COMMON_METHODS {
+            let name = std::str::from_utf8(m).unwrap().trim_end();
+            assert!(matches!(method_text(name), Text::Static(s) if s == name));
+        }
+        assert!(matches!(method_text("PURGE"), Text::Shared(s) if &*s == "PURGE"));
     }
 
     #[test]
