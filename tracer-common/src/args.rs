@@ -65,6 +65,4 @@ crate::assert_size!(ArgSlot, 48);
 mod user {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid.
     unsafe impl aya::Pod for super::Args {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::ArgSlot {}
 }
