@@ -102,9 +102,16 @@ fn stop(r: Running) -> Result<Stopped> {
     })
 }
 
-fn shuffled<T: Copy>(v: &[T]) -> Vec<T> {
+/// The variants of repetition `rep` (of `reps`) in a new random order, announced with the load
+/// average on stderr under `what`.
+fn rep_order<T: Copy + std::fmt::Debug>(what: &str, rep: usize, reps: usize, v: &[T]) -> Vec<T> {
     let mut v = v.to_vec();
     v.shuffle(&mut rand::rng());
+    eprintln!(
+        "{what} rep {}/{reps} order {v:?} (load {:.2})",
+        rep + 1,
+        loadavg()
+    );
     v
 }
 
@@ -210,14 +217,7 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     let mut spans_per_req: Vec<f64> = Vec::new();
     let mut export_drops = [0u64; 2];
     for rep in 0..p.reps {
-        let order = shuffled(&ALL);
-        eprintln!(
-            "bench[1]: throughput rep {}/{} order {:?} (load {:.2})",
-            rep + 1,
-            p.reps,
-            order,
-            loadavg()
-        );
+        let order = rep_order("bench[1]: throughput", rep, p.reps, &ALL);
         let mut this: BTreeMap<V, f64> = BTreeMap::new();
         for v in order {
             let r = start(ctx, v, &[])?;
@@ -257,14 +257,7 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     let mut achieved: BTreeMap<V, Vec<f64>> = BTreeMap::new();
     let mut cpu10k_fixed: Vec<f64> = Vec::new();
     for rep in 0..p.reps {
-        let order = shuffled(&ALL);
-        eprintln!(
-            "bench[1]: latency rep {}/{} order {:?} (load {:.2})",
-            rep + 1,
-            p.reps,
-            order,
-            loadavg()
-        );
+        let order = rep_order("bench[1]: latency", rep, p.reps, &ALL);
         let mut this: BTreeMap<V, f64> = BTreeMap::new();
         for v in order {
             let r = start(ctx, v, &[])?;
@@ -301,13 +294,11 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     let mut lo_ratio: Vec<f64> = Vec::new();
     if rate_b.is_finite() && rate_b > 0.0 {
         for rep in 0..p.reps_minor {
-            let order = shuffled(&[V::A, V::B]);
-            eprintln!(
-                "bench[1]: latency at {rate_b:.0} req/s rep {}/{} order {:?} (load {:.2})",
-                rep + 1,
+            let order = rep_order(
+                &format!("bench[1]: latency at {rate_b:.0} req/s"),
+                rep,
                 p.reps_minor,
-                order,
-                loadavg()
+                &[V::A, V::B],
             );
             let mut this: BTreeMap<V, f64> = BTreeMap::new();
             for v in order {
@@ -788,13 +779,11 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     let mut spans: Vec<f64> = Vec::new();
     let url = format!("{}/v1/traces", ctx.otlp_url);
     for rep in 0..p.reps_minor {
-        let order = shuffled(&[P::Untraced, P::Tracer, P::Sdk]);
-        eprintln!(
-            "bench[5]: rep {}/{} order {:?} (load {:.2})",
-            rep + 1,
+        let order = rep_order(
+            "bench[5]:",
+            rep,
             p.reps_minor,
-            order,
-            loadavg()
+            &[P::Untraced, P::Tracer, P::Sdk],
         );
         for v in order {
             let dir = subdir(ctx, "flask")?;
@@ -910,14 +899,7 @@ pub fn redis(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     let mut export_drops = 0u64;
     let mut summaries: Vec<Vec<String>> = Vec::new();
     for rep in 0..p.reps {
-        let order = shuffled(&VARIANTS);
-        eprintln!(
-            "bench[6]: rep {}/{} order {:?} (load {:.2})",
-            rep + 1,
-            p.reps,
-            order,
-            loadavg()
-        );
+        let order = rep_order("bench[6]:", rep, p.reps, &VARIANTS);
         let mut this: BTreeMap<V, f64> = BTreeMap::new();
         for v in order {
             let r = start(ctx, v, &[])?;
