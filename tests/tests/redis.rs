@@ -23,6 +23,19 @@ fn finish(client: Gated, py: bool) {
     }
 }
 
+/// Run redis-py scenario `script` (its arguments after the port: `args`) against `redis`, both
+/// traced by a JSON agent; returns the agent and the client as a peer.
+fn traced_redis_py(redis: &RedisServer, script: &str, args: &[&str]) -> (Agent, Peer) {
+    let dir = TempDir::new("redis-py");
+    let mut argv = vec![script.to_owned(), redis.port.to_string()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let client = redis_py(&dir, &argv);
+    let agent = Agent::json(&[redis.pid(), client.pid()], &[]);
+    let me = python_peer(client.pid());
+    finish(client, true);
+    (agent, me)
+}
+
 /// Both spans of each command: (operation, redacted query text, database, error type).
 fn both_ends(
     client: &Peer,
@@ -73,14 +86,7 @@ fn redis_cli_commands() {
 
 fn simple(resp: u8) {
     let redis = RedisServer::start();
-    let dir = TempDir::new("redis-py");
-    let client = redis_py(
-        &dir,
-        &["simple".into(), redis.port.to_string(), resp.to_string()],
-    );
-    let agent = Agent::json(&[redis.pid(), client.pid()], &[]);
-    let me = python_peer(client.pid());
-    finish(client, true);
+    let (agent, me) = traced_redis_py(&redis, "simple", &[&resp.to_string()]);
     let mut commands = vec![];
     if resp == 3 {
         commands.push(("HELLO", "HELLO ?", "0", None));
@@ -218,11 +224,7 @@ fn pipeline_of_two_thousand_commands() {
 #[test]
 fn multi_exec_transaction() {
     let redis = RedisServer::start();
-    let dir = TempDir::new("redis-py");
-    let client = redis_py(&dir, &["multi".into(), redis.port.to_string()]);
-    let agent = Agent::json(&[redis.pid(), client.pid()], &[]);
-    let me = python_peer(client.pid());
-    finish(client, true);
+    let (agent, me) = traced_redis_py(&redis, "multi", &[]);
     let spans = agent.expect_exact(&both_ends(
         &me,
         &redis.peer(),
@@ -279,14 +281,7 @@ fn linked_by_thread_and_connection() {
 /// RESP3 pushes): one span per command, PING and UNSUBSCRIBE included.
 fn pubsub(resp: u8) {
     let redis = RedisServer::start();
-    let dir = TempDir::new("redis-py");
-    let client = redis_py(
-        &dir,
-        &["pubsub".into(), redis.port.to_string(), resp.to_string()],
-    );
-    let agent = Agent::json(&[redis.pid(), client.pid()], &[]);
-    let me = python_peer(client.pid());
-    finish(client, true);
+    let (agent, me) = traced_redis_py(&redis, "pubsub", &[&resp.to_string()]);
     let mut commands = vec![];
     // One HELLO per connection (subscriber and publisher).
     if resp == 3 {
@@ -318,14 +313,7 @@ fn pubsub_resp3() {
 #[test]
 fn blocking_command_has_its_true_duration() {
     let redis = RedisServer::start();
-    let dir = TempDir::new("redis-py");
-    let client = redis_py(
-        &dir,
-        &["blpop".into(), redis.port.to_string(), "400".into()],
-    );
-    let agent = Agent::json(&[redis.pid(), client.pid()], &[]);
-    let me = python_peer(client.pid());
-    finish(client, true);
+    let (agent, me) = traced_redis_py(&redis, "blpop", &["400"]);
     let server = redis.peer();
     let p = redis.port;
     agent.expect_exact(&[
