@@ -57,6 +57,30 @@ pub struct FdEntry {
 }
 crate::assert_size!(FdEntry, 16);
 
+/// Fds per process that [`FdBits`] covers (0 to this − 1).
+pub const BITMAP_FDS: usize = 1024;
+/// Processes [`FdBits`] entries cover at once (a power of two): process `tgid` owns entry
+/// `tgid % FD_BITS_PROCS` when it is free, or when it was forked after the tracer started.
+pub const FD_BITS_PROCS: u32 = 4096;
+
+/// What the fd cache knows of one process's fds, as bits: an array lookup, which the verifier
+/// inlines, answers where the cache is a hash lookup. A file read or close then costs about what
+/// an untraced syscall does. The bits mirror the cache and are written with it. An entry owned
+/// by another process, or an fd past the bitmap, takes the cache's path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FdBits {
+    /// The owner; 0 when free.
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Fds cached as not traced sockets (files, pipes, UNIX sockets, connections of a protocol
+    /// not captured).
+    pub plain: [u64; BITMAP_FDS / 64],
+    /// Fds cached as traced sockets: a clear bit means the cache has no socket for the fd.
+    pub sockets: [u64; BITMAP_FDS / 64],
+}
+crate::assert_size!(FdBits, 8 + BITMAP_FDS / 4);
+
 /// Address families as in `<sys/socket.h>`.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

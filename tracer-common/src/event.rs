@@ -17,8 +17,8 @@ pub struct EventHeader {
 crate::assert_size!(EventHeader, 8);
 
 /// When the agent is woken for new records. Waking the reader for every record cost more than
-/// capturing it (an irq_work and a thread wake-up per syscall), so data records wake it only
-/// once this many bytes wait; the agent also polls every [`POLL_INTERVAL_MS`], which bounds the
+/// capturing it (an irq_work and a thread wake-up per syscall), so data records wake it once per
+/// this many bytes written; the agent also polls every [`POLL_INTERVAL_MS`], which bounds the
 /// delay of a trickle.
 pub const WAKEUP_BYTES: u64 = 128 * 1024;
 /// How often the agent drains the ring buffer without being woken.

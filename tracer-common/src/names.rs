@@ -3,6 +3,7 @@
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_CONNS: &str = "CONNS";
 pub const MAP_FDS: &str = "FDS";
+pub const MAP_FD_BITS: &str = "FD_BITS";
 pub const MAP_SNIFF: &str = "SNIFF";
 pub const MAP_EXIT_CTX: &str = "EXIT_CTX";
 pub const MAP_SNIFF_PROG: &str = "SNIFF_PROG";

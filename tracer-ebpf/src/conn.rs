@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{
     config::filter,
-    conn::{role, state, ConnEvent, ConnKey, ConnState, FdEntry, AF_INET, AF_INET6},
+    conn::{role, state, ConnEvent, ConnKey, ConnState, AF_INET, AF_INET6},
     event::{kind, EventHeader},
     offsets::Offsets,
     stats,
@@ -242,18 +242,6 @@ fn next_conn_id() -> u64 {
     }
 }
 
-#[inline(always)]
-fn remember_fd(key: &ConnKey, sock: u64, conn_role: u8) {
-    let e = FdEntry {
-        sock,
-        role: conn_role,
-        _pad: [0; 7],
-    };
-    if FDS.insert(key, &e, 0).is_err() {
-        count(stats::CONN_TABLE_FULL);
-    }
-}
-
 /// Start a connection on socket `sk` (new, or seen for the first time): it is classified from
 /// its next messages. Returns its entry, None when filtered out or the table refused it.
 #[inline(always)]
@@ -288,11 +276,11 @@ fn start_conn(sk: *const u8, conn_role: u8) -> Result<Option<*mut ConnState>, i6
 pub fn track(key: &ConnKey, conn_role: u8) -> Result<(), i64> {
     // SAFETY: the walk only reads kernel memory through bpf_probe_read_kernel.
     let Some(sk) = (unsafe { tcp_sock_of_fd(key.fd)? }) else {
-        remember_fd(key, 0, conn_role);
+        crate::fds::remember(key, 0, conn_role);
         return Ok(());
     };
     let traced = start_conn(sk, conn_role)?.is_some();
-    remember_fd(key, if traced { sk as u64 } else { 0 }, conn_role);
+    crate::fds::remember(key, if traced { sk as u64 } else { 0 }, conn_role);
     Ok(())
 }
 
@@ -314,7 +302,7 @@ pub fn lookup(key: &ConnKey) -> Result<Option<(u64, *mut ConnState)>, i64> {
     // Not cached, or its socket left the table: walk (the fd may hold another file by now).
     // SAFETY: as in `track`.
     let Some(sk) = (unsafe { tcp_sock_of_fd(key.fd)? }) else {
-        remember_fd(key, 0, role::UNKNOWN);
+        crate::fds::remember(key, 0, role::UNKNOWN);
         return Ok(None);
     };
     let conn_role = match cached {
@@ -322,18 +310,18 @@ pub fn lookup(key: &ConnKey) -> Result<Option<(u64, *mut ConnState)>, i64> {
         _ => role::UNKNOWN,
     };
     if let Some(st) = CONNS.get_ptr_mut(&(sk as u64)) {
-        remember_fd(key, sk as u64, conn_role);
+        crate::fds::remember(key, sk as u64, conn_role);
         return Ok(Some((sk as u64, st)));
     }
     let o: Offsets = OFFSETS.load();
     // SAFETY: as above.
     let tcp_state: u8 = unsafe { read_at(sk, o.skc_state)? };
     if tcp_state == TCP_CLOSE || tcp_state == TCP_LISTEN {
-        remember_fd(key, 0, conn_role);
+        crate::fds::remember(key, 0, conn_role);
         return Ok(None);
     }
     let st = start_conn(sk, conn_role)?;
-    remember_fd(key, if st.is_some() { sk as u64 } else { 0 }, conn_role);
+    crate::fds::remember(key, if st.is_some() { sk as u64 } else { 0 }, conn_role);
     if cached.is_some_and(|e| e.sock == sk as u64) {
         count(stats::CONNS_READOPTED);
     }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     classify::{classify_sample, Flow, Kind, Sample, Verdict, PREFIX},
-    conn::{role, state, ConnKey, ConnState, FdEntry, SniffBuf},
+    conn::{role, state, ConnKey, ConnState, SniffBuf},
     data::{direction, flags, DataHeader, DataRecord, MAX_CAPTURE, MAX_IOV},
     event::{kind, EventHeader},
     stats,
@@ -16,7 +16,7 @@ use tracer_common::{
 use crate::{
     args::{src, ArgSlot, Args},
     conn::{emit_open, lookup, process_allowed},
-    inject,
+    fds, inject,
     maps::{
         count, ExitCtx, ARGS, ARG_SLOTS, CONFIG, CONNS, EVENTS, EXIT_CTX, FDS, HEAD_PROG, SCRATCH,
         SNIFF, SNIFF_PROG,
@@ -49,7 +49,7 @@ struct Iovec {
 /// Cache that `key` is not traced, so its next syscalls cost one lookup.
 #[inline(always)]
 fn ignore_fd(key: &ConnKey) {
-    let _ = FDS.insert(key, &FdEntry::default(), 0);
+    fds::remember(key, 0, role::UNKNOWN);
 }
 
 /// Entry of a data syscall: remember where its bytes are if the fd is a traced connection.
@@ -71,20 +71,25 @@ pub fn enter(
         tgid,
         fd: fd as i32,
     };
-    // A cached socket is not looked up in the connection table here: the exit does it, once
-    // (and caches the fd as untraced when its connection is).
-    // SAFETY: read-only lookup of a plain value.
-    let sock = match unsafe { FDS.get(&key) } {
-        Some(e) => e.sock,
-        None => match lookup(&key)? {
-            // SAFETY: valid map value pointer.
-            Some((sock, st)) if unsafe { (*st).state } != state::IGNORED => sock,
-            Some(_) => {
-                ignore_fd(&key);
-                0
-            }
-            None => 0,
-        },
+    // A plain fd (a file, mostly) costs one inlined array lookup, not a hash lookup. A cached
+    // socket is not looked up in the connection table here: the exit does it, once (and caches
+    // the fd as untraced when its connection is).
+    let sock = if fds::known_plain(&key) {
+        0
+    } else {
+        // SAFETY: read-only lookup of a plain value.
+        match unsafe { FDS.get(&key) } {
+            Some(e) => e.sock,
+            None => match lookup(&key)? {
+                // SAFETY: valid map value pointer.
+                Some((sock, st)) if unsafe { (*st).state } != state::IGNORED => sock,
+                Some(_) => {
+                    ignore_fd(&key);
+                    0
+                }
+                None => 0,
+            },
+        }
     };
     if sock == 0 {
         if source == src::MSG && direction == direction::INGRESS {
@@ -196,7 +201,7 @@ fn forget_passed_fds(pid_tgid: u64, msg: u64) {
         // SAFETY: as above.
         if let Ok(fd) = unsafe { bpf_probe_read_user((control + 16 + 4 * i as u64) as *const i32) }
         {
-            let _ = FDS.remove(&ConnKey { tgid, fd });
+            fds::forget(&ConnKey { tgid, fd });
         }
     }
 }
@@ -319,10 +324,17 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-/// Wake the agent only when enough is waiting (see `tracer_common::event::WAKEUP_BYTES`).
+/// Wake the agent once per `WAKEUP_BYTES` written (see `tracer_common::event::WAKEUP_BYTES`):
+/// when this record of `size` bytes takes the waiting data across a multiple of it. Not on every
+/// record past the threshold: each forced wake-up is an irq_work, a self-IPI (a VM exit under a
+/// hypervisor), and while the agent has not drained yet every record would raise one. Two CPUs
+/// racing over one multiple may both miss it; the next multiple, or the agent's poll interval,
+/// covers that.
 #[inline(always)]
-fn wakeup_flag() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= tracer_common::event::WAKEUP_BYTES {
+fn wakeup_flag(size: usize) -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let w = tracer_common::event::WAKEUP_BYTES;
+    if (avail + size as u64) / w != avail / w {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
@@ -647,7 +659,7 @@ pub fn send(rec: &DataRecord, copied: usize) -> bool {
     let size = core::mem::size_of::<DataHeader>() + (copied & (MAX_CAPTURE * 2 - 1));
     // SAFETY: `size` never exceeds the record.
     let bytes = unsafe { core::slice::from_raw_parts(rec as *const DataRecord as *const u8, size) };
-    if EVENTS.output::<[u8]>(bytes, wakeup_flag()).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flag(size)).is_err() {
         count(stats::RINGBUF_DROPS_DATA);
         false
     } else {

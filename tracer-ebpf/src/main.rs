@@ -10,6 +10,8 @@ mod conn;
 #[cfg(target_arch = "bpf")]
 mod data;
 #[cfg(target_arch = "bpf")]
+mod fds;
+#[cfg(target_arch = "bpf")]
 mod inject;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     config::Config,
-    conn::{ConnKey, ConnState, FdEntry, SniffBuf},
+    conn::{ConnKey, ConnState, FdBits, FdEntry, SniffBuf},
     data::DataRecord,
     inject::{HeadInfo, Injected, MsgScratch, ProcModel, SockKey, SockState, ThreadCtx},
     offsets::Offsets,
@@ -33,6 +33,10 @@ pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(6553
 /// (which forget it).
 #[map]
 pub static FDS: LruHashMap<ConnKey, FdEntry> = LruHashMap::with_max_entries(65536, 0);
+
+/// tgid % FD_BITS_PROCS -> the fd cache of that process, as bits (see `FdBits`).
+#[map]
+pub static FD_BITS: Array<FdBits> = Array::with_max_entries(tracer_common::conn::FD_BITS_PROCS, 0);
 
 /// Socket -> first bytes of its messages while its protocol is undecided.
 #[map]

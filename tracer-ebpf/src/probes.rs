@@ -16,6 +16,7 @@ use crate::{
     args::src,
     conn::{close_sock, last_reference, pid_allowed, process_allowed, track, TCP_CLOSE},
     data::{arg, enter, exit, ret, sniff, take_args},
+    fds::{forget, new_process, surely_no_socket},
     maps::{count, CONFIG, FDS, FILTER_CHILDREN, OFFSETS},
 };
 
@@ -158,7 +159,7 @@ fn count_batch(fd: u64, id: u32) -> Result<(), i64> {
         fd: fd as i32,
     };
     // SAFETY: read-only lookup of a plain value.
-    if unsafe { FDS.get(&key) }.is_some_and(|e| e.sock != 0) {
+    if !surely_no_socket(&key) && unsafe { FDS.get(&key) }.is_some_and(|e| e.sock != 0) {
         count(id);
     }
     Ok(())
@@ -265,6 +266,9 @@ fn on_close(fd: u64) -> Result<(), i64> {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         fd: fd as i32,
     };
+    if surely_no_socket(&key) {
+        return Ok(());
+    }
     // SAFETY: read-only lookup; the value is copied.
     let Some(e) = (unsafe { FDS.get(&key) }).copied() else {
         return Ok(());
@@ -272,7 +276,7 @@ fn on_close(fd: u64) -> Result<(), i64> {
     if e.sock == 0 {
         return Ok(());
     }
-    let _ = FDS.remove(&key);
+    forget(&key);
     // SAFETY: the fd table is only read through bpf_probe_read_kernel.
     if unsafe { last_reference(key.fd) } {
         close_sock(e.sock);
@@ -297,7 +301,7 @@ fn on_dup(ctx: &TracePointContext) -> Result<(), i64> {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         fd: fd as i32,
     };
-    let _ = FDS.remove(&key);
+    forget(&key);
     Ok(())
 }
 
@@ -341,17 +345,20 @@ pub fn new_task(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_new_task(ctx: &TracePointContext) -> Result<(), i64> {
-    if CONFIG.load().filters & filter::PID == 0 {
-        return Ok(());
-    }
     let o: Offsets = OFFSETS.load();
     // SAFETY: offsets of the record's fields, read from its tracefs format by the agent.
     let flags: u64 = unsafe { ctx.read_at(o.tp_newtask_flags as usize) }?;
-    if flags & CLONE_THREAD != 0 || !pid_allowed((bpf_get_current_pid_tgid() >> 32) as u32) {
+    if flags & CLONE_THREAD != 0 {
         return Ok(());
     }
     // SAFETY: as above.
     let child: u32 = unsafe { ctx.read_at(o.tp_newtask_pid as usize) }?;
+    new_process(child);
+    if CONFIG.load().filters & filter::PID == 0
+        || !pid_allowed((bpf_get_current_pid_tgid() >> 32) as u32)
+    {
+        return Ok(());
+    }
     if FILTER_CHILDREN.insert(&child, &1, 0).is_ok() {
         count(stats::CHILDREN_TRACED);
     }

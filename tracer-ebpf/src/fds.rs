@@ -1,0 +1,140 @@
+//! The fd cache: (process, fd) -> socket, in front of the fd-table walk; and, in front of the
+//! cache, the same knowledge as per-process bits (see `FdBits`). Every write of the cache goes
+//! through here, so the two agree.
+
+use tracer_common::{
+    conn::{ConnKey, FdBits, FdEntry, BITMAP_FDS, FD_BITS_PROCS},
+    stats,
+};
+
+use crate::maps::{count, FDS, FD_BITS};
+
+/// Which of an entry's bitmaps.
+#[derive(Clone, Copy)]
+enum Map {
+    Plain,
+    Sockets,
+}
+
+/// The entry of `key`'s process, if it owns it (or, with `claim`, takes it while free).
+#[inline(always)]
+fn entry(key: &ConnKey, claim: bool) -> Option<*mut FdBits> {
+    if key.fd as u32 as usize >= BITMAP_FDS {
+        return None;
+    }
+    let e = FD_BITS.get_ptr_mut(key.tgid & (FD_BITS_PROCS - 1))?;
+    // SAFETY: valid map value pointer; the owner field is read and written in place.
+    unsafe {
+        let owner = core::ptr::addr_of_mut!((*e).tgid);
+        let current = core::ptr::read_volatile(owner);
+        if current != key.tgid {
+            if !claim || current != 0 {
+                return None;
+            }
+            core::ptr::write_volatile(owner, key.tgid);
+        }
+    }
+    Some(e)
+}
+
+/// The word of `key`'s fd in bitmap `m` of entry `e`, and its bit.
+#[inline(always)]
+fn word(e: *mut FdBits, m: Map, key: &ConnKey) -> (*mut u64, u64) {
+    let fd = key.fd as u32;
+    let i = ((fd >> 6) as usize) & (BITMAP_FDS / 64 - 1);
+    // SAFETY: valid map value pointer; `i` is in bounds.
+    let w = unsafe {
+        match m {
+            Map::Plain => core::ptr::addr_of_mut!((*e).plain[i]),
+            Map::Sockets => core::ptr::addr_of_mut!((*e).sockets[i]),
+        }
+    };
+    (w, 1u64 << (fd & 63))
+}
+
+#[inline(always)]
+fn test(key: &ConnKey, m: Map) -> Option<bool> {
+    let e = entry(key, false)?;
+    let (w, bit) = word(e, m, key);
+    // SAFETY: valid map value pointer.
+    Some((unsafe { core::ptr::read_volatile(w) } & bit) != 0)
+}
+
+/// Whether `key`'s fd is cached as not a traced socket: one inlined array lookup.
+#[inline(always)]
+pub fn known_plain(key: &ConnKey) -> bool {
+    test(key, Map::Plain) == Some(true)
+}
+
+/// Whether the cache surely holds no socket for `key`'s fd (a file, or an fd never seen):
+/// one inlined array lookup.
+#[inline(always)]
+pub fn surely_no_socket(key: &ConnKey) -> bool {
+    test(key, Map::Sockets) == Some(false)
+}
+
+/// Cache that `key` holds socket `sock` (0: not a traced socket), got the way `role` says.
+#[inline(always)]
+pub fn remember(key: &ConnKey, sock: u64, role: u8) {
+    // The bits first: a socket's bit must be set before its entry can be found.
+    set_bits(key, sock == 0, sock != 0);
+    let e = FdEntry {
+        sock,
+        role,
+        _pad: [0; 7],
+    };
+    if FDS.insert(key, &e, 0).is_err() {
+        count(stats::CONN_TABLE_FULL);
+    }
+}
+
+/// Forget `key` (its fd number now holds another file, or will).
+#[inline(always)]
+pub fn forget(key: &ConnKey) {
+    let _ = FDS.remove(key);
+    set_bits(key, false, false);
+}
+
+#[inline(always)]
+fn set_bits(key: &ConnKey, plain: bool, socket: bool) {
+    let Some(e) = entry(key, plain || socket) else {
+        return;
+    };
+    put(e, Map::Plain, key, plain);
+    put(e, Map::Sockets, key, socket);
+    // SAFETY: valid map value pointer. The one race is the entry changing hands (`new_process`,
+    // or two processes claiming a free entry at once) between the owner check and the writes:
+    // the plain bit is then taken back, and the other process lost at most one syscall's
+    // capture for this fd's number. (A stray socket bit only sends a close to the cache.)
+    if plain && unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*e).tgid)) } != key.tgid {
+        put(e, Map::Plain, key, false);
+    }
+}
+
+#[inline(always)]
+fn put(e: *mut FdBits, m: Map, key: &ConnKey, on: bool) {
+    let (w, bit) = word(e, m, key);
+    // SAFETY: valid map value pointer; only the owner's threads write its bits.
+    unsafe {
+        let v = core::ptr::read_volatile(w);
+        core::ptr::write_volatile(w, if on { v | bit } else { v & !bit });
+    }
+}
+
+/// A new process (forked, not a thread) takes its entry afresh: a recycled process id must not
+/// inherit a dead process's bits, and an older owner of the entry falls back to the cache.
+#[inline(always)]
+pub fn new_process(tgid: u32) {
+    let Some(e) = FD_BITS.get_ptr_mut(tgid & (FD_BITS_PROCS - 1)) else {
+        return;
+    };
+    // SAFETY: valid map value pointer. The owner is written first, so an old owner setting a
+    // plain bit meanwhile sees the change and takes it back (`set_bits`).
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*e).tgid), tgid);
+        for i in 0..BITMAP_FDS / 64 {
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*e).plain[i]), 0);
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*e).sockets[i]), 0);
+        }
+    }
+}
