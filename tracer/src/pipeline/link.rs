@@ -299,8 +299,12 @@ impl<R: Rng> Linker<R> {
         link: LinkKind,
         out: &mut Vec<SpanRecord>,
     ) {
-        let mut stack = vec![(span, trace, link)];
-        while let Some((Unlinked { mut span, hints }, trace, link)) = stack.pop() {
+        // The usual span has no waiting children: the stack then never allocates.
+        let mut next = Some((span, trace, link));
+        let mut stack = Vec::new();
+        while let Some((Unlinked { mut span, hints }, trace, link)) =
+            next.take().or_else(|| stack.pop())
+        {
             span.trace_id = trace;
             span.link = link;
             if !matches!(link, LinkKind::Header | LinkKind::Injected) {

@@ -617,10 +617,8 @@ fn parse_head(
 /// cap, no obsolete line folding to undo. None sends the bytes through `push`.
 fn whole_head(bytes: &[u8]) -> Option<usize> {
     let mut start = 0usize;
-    loop {
-        let rest = bytes.get(start..)?;
-        let newline = rest.iter().position(|&b| b == b'\n')?;
-        let line = rest.get(..=newline)?;
+    for newline in memchr::memchr_iter(b'\n', bytes) {
+        let line = bytes.get(start..=newline)?;
         let empty = matches!(line, b"\n" | b"\r\n");
         if start == 0 {
             if empty {
@@ -640,8 +638,9 @@ fn whole_head(bytes: &[u8]) -> Option<usize> {
         if line.len() > cap {
             return None;
         }
-        start = start.saturating_add(line.len());
+        start = newline.saturating_add(1);
     }
+    None
 }
 
 /// A passive observer should accept what real peers accept, so httparse runs in its lenient modes.

@@ -176,6 +176,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(1600);
 pub struct OtlpSink {
     encoder: encode::Encoder,
     transport: transport::Transport,
+    /// Where request bodies are copied (see `Transport::body`).
+    body: bytes::BytesMut,
     timeout: Duration,
 }
 
@@ -192,6 +194,7 @@ impl OtlpSink {
                 ResourceBase::new(cfg.resource_attributes.clone()),
             ),
             transport: transport::Transport::new(cfg, rt)?,
+            body: bytes::BytesMut::new(),
             timeout: cfg.timeout,
         })
     }
@@ -234,7 +237,10 @@ impl BatchSink for OtlpSink {
     async fn send(&mut self, batch: Vec<Arc<SpanRecord>>) -> Result<(), (u64, String)> {
         let n = batch.len() as u64;
         let request = self.encoder.encode(&batch);
-        let body = self.transport.body(request).map_err(|e| (n, e))?;
+        let body = self
+            .transport
+            .body(request, &mut self.body)
+            .map_err(|e| (n, e))?;
         drop(batch);
         self.deliver(body).await.map_err(|e| (n, e))
     }

@@ -4,7 +4,7 @@
 
 use std::{io::Write as _, time::Duration};
 
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use tonic::{
     codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
     transport::Channel,
@@ -59,8 +59,10 @@ impl Transport {
     }
 
     /// The body to send for an encoded request (gzip-compressed for HTTP when configured;
-    /// gRPC compresses its messages itself).
-    pub fn body(&self, request: &[u8]) -> Result<Bytes, String> {
+    /// gRPC compresses its messages itself). The uncompressed body is copied into `out`, whose
+    /// memory comes back for the next batch once this one's body is dropped: a fresh buffer per
+    /// batch came from new pages, which the kernel zeroes first.
+    pub fn body(&self, request: &[u8], out: &mut BytesMut) -> Result<Bytes, String> {
         match self {
             Self::Http(h) if h.gzip => {
                 let mut z = flate2::write::GzEncoder::new(
@@ -72,7 +74,11 @@ impl Transport {
                     .map(Bytes::from)
                     .map_err(|e| format!("cannot compress the request: {e}"))
             }
-            _ => Ok(Bytes::copy_from_slice(request)),
+            _ => {
+                out.clear();
+                out.extend_from_slice(request);
+                Ok(out.split().freeze())
+            }
         }
     }
 
