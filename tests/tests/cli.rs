@@ -2,6 +2,8 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
+use rstest::rstest;
+
 use tracer_tests::{process::run, tracer_bin, util::which, Agent, Output, Proc, TempDir};
 
 fn tracer(args: &[&str]) -> Output {
@@ -59,11 +61,16 @@ fn unknown_flag() {
     assert_one_line_error(&out, "--bogus");
 }
 
-#[test]
-fn capture_bytes_out_of_range() {
-    let out = tracer(&["--capture-bytes", "1", "--duration", "1"]);
+#[rstest]
+#[case::capture_bytes(&["--capture-bytes", "1"], "capture-bytes")]
+#[case::ring_not_a_power_of_two(&["--ring-buffer-mib", "3"], "ring-buffer-mib")]
+#[case::ring_too_large(&["--ring-buffer-mib", "2048"], "ring-buffer-mib")]
+fn setting_out_of_range(#[case] args: &[&str], #[case] named: &str) {
+    let mut all = args.to_vec();
+    all.extend(["--duration", "1"]);
+    let out = tracer(&all);
     assert_eq!(out.code(), Some(1), "{}", out.describe());
-    assert_one_line_error(&out, "capture-bytes");
+    assert_one_line_error(&out, named);
 }
 
 /// A copy of the agent binary any user can run (the original may sit in a directory only root

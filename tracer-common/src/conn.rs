@@ -73,11 +73,12 @@ pub struct FdBits {
     /// The owner; 0 when free.
     pub tgid: u32,
     pub _pad: u32,
+    /// Fds cached as traced sockets: a clear bit means the cache has no socket for the fd.
+    /// Next to the owner, so that a close of a low fd reads one cache line.
+    pub sockets: [u64; BITMAP_FDS / 64],
     /// Fds cached as not traced sockets (files, pipes, UNIX sockets, connections of a protocol
     /// not captured).
     pub plain: [u64; BITMAP_FDS / 64],
-    /// Fds cached as traced sockets: a clear bit means the cache has no socket for the fd.
-    pub sockets: [u64; BITMAP_FDS / 64],
 }
 crate::assert_size!(FdBits, 8 + BITMAP_FDS / 4);
 

@@ -17,8 +17,9 @@ use tracer_common::{
 
 use crate::args::{ArgSlot, Args};
 
+/// Sized by the agent at load time (`--ring-buffer-mib`).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Socket (`struct sock` address) -> connection state: every fd of a socket, in any process,
 /// is one connection. Entries go when the socket's last fd is closed or TCP reaches CLOSE; LRU

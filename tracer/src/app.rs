@@ -26,6 +26,7 @@ use crate::{
 /// The agent's entry point after argument parsing. Errors are one line each.
 pub fn run(cli: Cli) -> Result<()> {
     ebpf::check_privileges().map_err(anyhow::Error::msg)?;
+    let startup_memory = crate::alloc::StartupMemory::purge_now();
     let cgroup_ids = cli
         .cgroups
         .iter()
@@ -60,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
     let mut probes = Probes::load(&ProbeConfig {
         capture_bytes: cli.capture_bytes,
+        ring_mib: cli.ring_buffer_mib,
         pids: cli.pids.clone(),
         ports: cli.ports.clone(),
         comms: cli.exes.clone(),
@@ -123,6 +125,7 @@ pub fn run(cli: Cli) -> Result<()> {
         // Signal handlers exist before `ready` is announced, so a signal sent on seeing it is
         // never the default (fatal) one.
         let signals = Signals::new();
+        startup_memory.release();
         eprintln!("tracer: ready");
         wait_for_stop(&cli, stop_rx, signals, &mut probes, &stats).await;
     });

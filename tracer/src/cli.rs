@@ -49,6 +49,12 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::data::DEFAULT_CAPTURE)]
     pub capture_bytes: u32,
 
+    /// Size of the kernel's ring buffer of records, in MiB (a power of two). It counts twice in
+    /// the agent's resident memory (the kernel maps it twice, so that a record that wraps reads
+    /// whole); a larger one absorbs longer bursts before records are lost.
+    #[arg(long, value_name = "MIB", default_value_t = 4)]
+    pub ring_buffer_mib: u32,
+
     /// A request without a response after this many seconds is reported with an error status.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub request_timeout: u64,

@@ -3,6 +3,7 @@
 //! The agent is a one-way pipeline (see docs/pipeline.md): ring buffer -> connections
 //! (reassembly and protocol parsing) -> span building -> trace linking -> export.
 
+pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod clock;

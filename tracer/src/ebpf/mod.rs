@@ -53,6 +53,8 @@ pub enum LoadError {
     },
     #[error("--capture-bytes must be between 64 and {MAX_CAPTURE}, got {0}")]
     CaptureBytes(u32),
+    #[error("--ring-buffer-mib must be a power of two from 1 to 1024, got {0}")]
+    RingSize(u32),
     #[error("--exe `{0}` is longer than the kernel's 15-character process name; give its first 15 characters")]
     CommTooLong(String),
 }
@@ -101,6 +103,8 @@ fn verifier_reason(log: &str) -> Option<&str> {
 #[derive(Debug, Clone, Default)]
 pub struct ProbeConfig {
     pub capture_bytes: u32,
+    /// Size of the ring buffer of records, in MiB (a power of two).
+    pub ring_mib: u32,
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
     pub comms: Vec<String>,
@@ -259,6 +263,9 @@ impl Probes {
         if !(64..=MAX_CAPTURE as u32).contains(&cfg.capture_bytes) {
             return Err(LoadError::CaptureBytes(cfg.capture_bytes));
         }
+        if !cfg.ring_mib.is_power_of_two() || cfg.ring_mib > 1024 {
+            return Err(LoadError::RingSize(cfg.ring_mib));
+        }
         let comms = cfg
             .comms
             .iter()
@@ -288,6 +295,7 @@ impl Probes {
             ..Config::default_const()
         };
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::MAP_EVENTS, cfg.ring_mib << 20)
             .override_global(names::GLOBAL_CONFIG, &config, true)
             .override_global(names::GLOBAL_OFFSETS, &offsets, true)
             .load(PROBES)

@@ -29,6 +29,9 @@ use crate::{clock::Clock, span::SpanRecord, stats::Stats};
 const CONNS_TICK_NS: u64 = 250_000_000;
 /// How often the linker releases spans whose parent did not come in time.
 const LINK_TICK_NS: u64 = 100_000_000;
+/// After this long without records, the memory freed since the last burst goes back to the
+/// system (see `alloc::trim`).
+const QUIET_NS: u64 = 1_000_000_000;
 
 /// Everything the data thread owns.
 pub struct DataThread {
@@ -57,6 +60,8 @@ impl DataThread {
         let mut ring_reader = ringbuf::Reader::default();
         let start = Clock::mono_now();
         let (mut conns_tick, mut link_tick) = (start, start);
+        // Since when no record came, and whether memory was given back since.
+        let (mut quiet_since, mut trimmed) = (start, true);
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             // Drain everything available (also on stop: what was captured is still reported).
@@ -69,6 +74,7 @@ impl DataThread {
                 if n == 0 {
                     break;
                 }
+                (quiet_since, trimmed) = (Clock::mono_now(), false);
                 if !self.forward(&mut b, Clock::mono_now()) {
                     return 0;
                 }
@@ -84,6 +90,10 @@ impl DataThread {
             }
             if !self.forward(&mut b, now) {
                 return 0;
+            }
+            if !trimmed && now.saturating_sub(quiet_since) >= QUIET_NS {
+                trimmed = true;
+                crate::alloc::trim();
             }
             if stopping {
                 break;
