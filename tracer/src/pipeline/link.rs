@@ -103,33 +103,28 @@ impl<R: Rng> Linker<R> {
         t
     }
 
-    fn span_id(&mut self) -> [u8; 8] {
-        new_span_id(&mut self.rng)
-    }
-
     /// The node of `key`, created with a fresh span id. An evicted node's waiters are released.
     fn node(&mut self, key: ExchangeKey, out: &mut Vec<SpanRecord>) -> &mut Node {
-        if self.nodes.len() < self.nodes.cap().get() {
-            // Nothing to evict: one lookup.
-            let rng = &mut self.rng;
-            return self.nodes.get_or_insert_mut(key, || Node {
-                span_id: new_span_id(rng),
-                ..Node::default()
-            });
-        }
-        if !self.nodes.contains(&key) {
-            let node = Node {
-                span_id: self.span_id(),
-                ..Node::default()
-            };
-            if let Some((_, evicted)) = self.nodes.push(key, node) {
+        // One lookup: when full, the least recently used node goes first if it has waiters to
+        // release (else the insertion below evicts it, if it inserts). Evicting it before knowing
+        // whether `key` is new costs at most its early eviction.
+        if self.nodes.len() >= self.nodes.cap().get()
+            && self
+                .nodes
+                .peek_lru()
+                .is_some_and(|(_, n)| !n.waiters.is_empty())
+        {
+            if let Some((_, evicted)) = self.nodes.pop_lru() {
                 for w in evicted.waiters {
                     self.release(w, out);
                 }
             }
         }
-        // Just inserted or present.
-        self.nodes.get_or_insert_mut(key, Node::default)
+        let rng = &mut self.rng;
+        self.nodes.get_or_insert_mut(key, || Node {
+            span_id: new_span_id(rng),
+            ..Node::default()
+        })
     }
 
     /// Link one span; finished spans (this one and any it unblocks) are appended to `out`.
