@@ -161,8 +161,12 @@ crate::assert_size!(ConnEvent, 112);
 mod user {
     // SAFETY: plain-old-data, repr(C), explicit padding, every bit pattern valid.
     unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FdEntry {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SniffBuf {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnEvent {}
 }

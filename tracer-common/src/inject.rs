@@ -141,8 +141,12 @@ crate::assert_size!(MsgScratch, 32 + 72 + 8 + 2 * SCAN_WINDOW + 64);
 mod user {
     // SAFETY: plain-old-data, repr(C), explicit padding, every bit pattern valid.
     unsafe impl aya::Pod for super::SockKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SockState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadCtx {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Injected {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcModel {}
 }
