@@ -148,6 +148,76 @@ fn python_answers_from_a_forked_child_on_a_duped_fd() {
     agent.expect_exact(&expected);
 }
 
+/// Before each accept, reads a file and closes it: the accepted socket gets the fd number the
+/// file just had, which the kernel's fd cache knew as a plain file.
+const FILE_THEN_SOCKET_SERVER: &str = r#"
+import os, socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print("LISTENING port %d" % s.getsockname()[1], flush=True)
+while True:
+    fd = os.open(__file__, os.O_RDONLY)
+    while os.read(fd, 4096):
+        pass
+    os.close(fd)
+    c, _ = s.accept()
+    assert c.fileno() == fd, (c.fileno(), fd)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    path = data.split(b" ")[1] if data else b"/"
+    body = b"answer for " + path + b"\n"
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    c.close()
+"#;
+
+#[test]
+fn a_socket_on_the_fd_number_of_a_file_just_read_is_traced() {
+    let dir = TempDir::new("filesrv");
+    let script = dir.write("server.py", FILE_THEN_SOCKET_SERVER.as_bytes());
+    let mut cmd = Command::new(python());
+    cmd.arg("-u").arg(&script);
+    let (server, port) = start_python(
+        "python file-then-socket server",
+        &mut cmd,
+        "LISTENING port ",
+        &dir.join("stderr.log"),
+    );
+    let exe = exe_info(server.pid);
+    let urls = [
+        format!("http://127.0.0.1:{port}/one"),
+        format!("http://127.0.0.1:{port}/two"),
+    ];
+    let curl = Curl::new(&[], &urls);
+    let curl_pid = curl.pid();
+    let agent = Agent::json(&[server.pid, curl_pid], &[]);
+    let transfers = curl.run();
+    let mut expected = Vec::new();
+    for (t, path) in transfers.iter().zip(["/one", "/two"]) {
+        let size = format!("answer for {path}\n").len() as u64;
+        assert_eq!((t.code, t.size_download), (200, size));
+        expected.push(
+            Peer::curl(curl_pid)
+                .client("GET", path, port)
+                .status(200)
+                .req_body(0)
+                .resp_body(size),
+        );
+        expected.push(
+            Peer::new(server.pid, &exe.name, Some(&exe.path))
+                .server("GET", path, port, Some(t.local_port))
+                .status(200)
+                .req_body(0)
+                .resp_body(size),
+        );
+    }
+    agent.expect_exact(&expected);
+}
+
 /// Accepts connections and hands each over a UNIX socket (`SCM_RIGHTS`) to a worker process,
 /// which answers it. Before each hand-over the worker reads a file, on the fd number the socket
 /// then gets.
