@@ -117,6 +117,10 @@ pub struct Linker<R: Rng> {
     nodes: Nodes,
     /// (deadline, parent) of waiting children, in arrival order (deadlines are monotonic).
     deadlines: VecDeque<(u64, ExchangeKey)>,
+    /// The same for children that began waiting since the last `expire`: most of their parents
+    /// come within milliseconds, so only those still awaited then join `deadlines`, which would
+    /// otherwise hold every wait of the last `hold` (200,000 entries at 40,000 spans/s).
+    recent: Vec<(u64, ExchangeKey)>,
     hold_ns: u64,
     /// Processes seen answering a request on another thread than the one that read it: their
     /// threads do not serve one request at a time, so none of their client spans is linked by
@@ -144,6 +148,7 @@ impl<R: Rng> Linker<R> {
             rng,
             nodes: Nodes::new(capacity),
             deadlines: VecDeque::new(),
+            recent: Vec::new(),
             moved: hash::lru(MOVED_PROCESSES),
             hold_ns: hold.as_nanos() as u64,
             timed_out: 0,
@@ -226,8 +231,7 @@ impl<R: Rng> Linker<R> {
                     link,
                     forwarded: None,
                 });
-                self.deadlines
-                    .push_back((now.saturating_add(self.hold_ns), pkey));
+                self.waits_since(now, pkey);
             }
         }
     }
@@ -261,8 +265,7 @@ impl<R: Rng> Linker<R> {
                     link: LinkKind::Thread,
                     forwarded: Some(ctx),
                 });
-                self.deadlines
-                    .push_back((now.saturating_add(self.hold_ns), pkey));
+                self.waits_since(now, pkey);
             }
         }
     }
@@ -294,8 +297,7 @@ impl<R: Rng> Linker<R> {
                     link: LinkKind::Thread,
                     forwarded: None,
                 });
-                self.deadlines
-                    .push_back((now.saturating_add(self.hold_ns), pkey));
+                self.waits_since(now, pkey);
             }
         }
     }
@@ -389,8 +391,25 @@ impl<R: Rng> Linker<R> {
         }
     }
 
+    /// A child began waiting for `pkey` at `now`.
+    fn waits_since(&mut self, now: u64, pkey: ExchangeKey) {
+        self.recent.push((now.saturating_add(self.hold_ns), pkey));
+    }
+
     /// Release children whose parent has not come by their deadline.
     pub fn expire(&mut self, now: u64, out: &mut Vec<SpanRecord>) {
+        // Later than every deadline already queued: the order stays monotonic.
+        let mut recent = std::mem::take(&mut self.recent);
+        for (deadline, pkey) in recent.drain(..) {
+            if self
+                .nodes
+                .get_mut(&pkey)
+                .is_some_and(|n| !n.waiters.is_empty())
+            {
+                self.deadlines.push_back((deadline, pkey));
+            }
+        }
+        self.recent = recent;
         while let Some(&(deadline, pkey)) = self.deadlines.front() {
             if deadline > now {
                 break;

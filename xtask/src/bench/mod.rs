@@ -60,7 +60,9 @@ pub struct Plan {
     pub wrk_conns: u32,
     pub lat_conns: usize,
     pub idle_conns: usize,
-    pub mem_requests: [u64; 2],
+    /// Cumulative request counts at which scenario 4 reads RSS: the first steps warm the agent up
+    /// to its steady state (tables filled, allocator pages in use); the last shows growth.
+    pub mem_requests: [u64; 3],
     pub span_rates: &'static [f64],
     pub py_rate: f64,
     pub py_conns: usize,
@@ -80,9 +82,9 @@ impl Plan {
             lat_conns: 32,
             idle_conns: 10_000,
             mem_requests: if quick {
-                [100_000, 200_000]
+                [100_000, 200_000, 400_000]
             } else {
-                [100_000, 1_000_000]
+                [100_000, 500_000, 1_500_000]
             },
             span_rates: if quick {
                 &[10_000.0, 25_000.0]
