@@ -46,12 +46,6 @@ struct Iovec {
     len: u64,
 }
 
-/// Cache that `key` is not traced, so its next syscalls cost one lookup.
-#[inline(always)]
-fn ignore_fd(key: &ConnKey) {
-    fds::remember(key, 0, role::UNKNOWN);
-}
-
 /// Entry of a data syscall: remember where its bytes are if the fd is a traced connection.
 #[inline(always)]
 pub fn enter(
@@ -84,7 +78,7 @@ pub fn enter(
                 // SAFETY: valid map value pointer.
                 Some((sock, st)) if unsafe { (*st).state } != state::IGNORED => sock,
                 Some(_) => {
-                    ignore_fd(&key);
+                    fds::ignore(&key);
                     0
                 }
                 None => 0,
@@ -397,7 +391,7 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
     let st: &mut ConnState = unsafe { &mut *st };
     let sniffing = st.state == state::SNIFFING;
     if !sniffing && !state::captured(st.state) {
-        ignore_fd(&ConnKey {
+        fds::ignore(&ConnKey {
             tgid: (pid_tgid >> 32) as u32,
             fd: args.fd,
         });

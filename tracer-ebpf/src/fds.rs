@@ -3,7 +3,7 @@
 //! through here, so the two agree.
 
 use tracer_common::{
-    conn::{ConnKey, FdBits, FdEntry, BITMAP_FDS, FD_BITS_PROCS},
+    conn::{role, ConnKey, FdBits, FdEntry, BITMAP_FDS, FD_BITS_PROCS},
     stats,
 };
 
@@ -86,6 +86,12 @@ pub fn remember(key: &ConnKey, sock: u64, role: u8) {
     if FDS.insert(key, &e, 0).is_err() {
         count(stats::CONN_TABLE_FULL);
     }
+}
+
+/// Cache that `key` is not traced, so its next syscalls cost one lookup.
+#[inline(always)]
+pub fn ignore(key: &ConnKey) {
+    remember(key, 0, role::UNKNOWN);
 }
 
 /// Forget `key` (its fd number now holds another file, or will).
