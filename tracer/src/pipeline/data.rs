@@ -74,8 +74,9 @@ impl DataThread {
                 if n == 0 {
                     break;
                 }
-                (quiet_since, trimmed) = (Clock::mono_now(), false);
-                if !self.forward(&mut b, Clock::mono_now()) {
+                let now = Clock::mono_now();
+                (quiet_since, trimmed) = (now, false);
+                if !self.forward(&mut b, now) {
                     return 0;
                 }
             }

@@ -85,6 +85,11 @@ impl Nodes {
         self.slots.get_mut(i).map(|(_, n)| n)
     }
 
+    /// The node in slot `i`, as `slot` returned it (slots are never removed).
+    fn at(&mut self, i: usize) -> &mut Node {
+        &mut self.slots[i].1
+    }
+
     /// The slot of `key`, holding a node made by `make` if it had none; and the node that slot
     /// held before, if this replaced one.
     fn slot(&mut self, key: ExchangeKey, make: impl FnOnce() -> Node) -> (usize, Option<Node>) {
@@ -175,9 +180,8 @@ impl<R: Rng> Linker<R> {
                 self.release(w, out);
             }
         }
-        // Releasing only resolves spans (it adds no node), and slots are never removed: `i`
-        // is still `key`'s slot.
-        &mut self.nodes.slots[i].1
+        // Releasing only resolves spans (it adds no node): `i` is still `key`'s slot.
+        self.nodes.at(i)
     }
 
     /// Link one span; finished spans (this one and any it unblocks) are appended to `out`.
