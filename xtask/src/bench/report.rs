@@ -11,6 +11,11 @@ pub struct Spread {
     pub n: usize,
 }
 
+/// The spread of `v` with its values, as the results JSON records a measurement.
+pub fn summary(v: &[f64]) -> Value {
+    spread(v).json(v)
+}
+
 pub fn spread(v: &[f64]) -> Spread {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if s.is_empty() {

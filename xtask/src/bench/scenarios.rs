@@ -10,7 +10,7 @@ use super::{
     load::{self, Mode},
     peers::{self, Agent, AgentReport, Bpftrace},
     procs::{cpu_secs, loadavg, rss_mib},
-    report::{pct, spread, Table},
+    report::{pct, spread, summary, Table},
     subdir, Ctx,
 };
 use crate::run;
@@ -379,13 +379,13 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
         jv.insert(
             v.key().into(),
             json!({
-                "max_rps": spread(&get(&rps)).json(&get(&rps)),
-                "ratio_vs_a": spread(&get(&ratio)).json(&get(&ratio)),
-                "p50_us": spread(&get(&p50)).json(&get(&p50)),
-                "p99_us": spread(&get(&p99)).json(&get(&p99)),
-                "p99_ratio_vs_a": spread(&get(&p99_ratio)).json(&get(&p99_ratio)),
-                "fixed_rate_achieved": spread(&get(&achieved)).json(&get(&achieved)),
-                "nginx_cpu_us_per_req": spread(&get(&nginx_us)).json(&get(&nginx_us)),
+                "max_rps": summary(&get(&rps)),
+                "ratio_vs_a": summary(&get(&ratio)),
+                "p50_us": summary(&get(&p50)),
+                "p99_us": summary(&get(&p99)),
+                "p99_ratio_vs_a": summary(&get(&p99_ratio)),
+                "fixed_rate_achieved": summary(&get(&achieved)),
+                "nginx_cpu_us_per_req": summary(&get(&nginx_us)),
                 "losses": drops.get(&v).copied().unwrap_or(0),
             }),
         );
@@ -417,10 +417,10 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
     jv.insert(
         "agent".into(),
         json!({
-            "cpu_s_per_10k_spans_max_load": spread(&cpu10k).json(&cpu10k),
-            "cpu_s_per_10k_spans_fixed_rate": spread(&cpu10k_fixed).json(&cpu10k_fixed),
-            "agent_cores_max_load": spread(&agent_cores).json(&agent_cores),
-            "spans_per_request": spread(&spans_per_req).json(&spans_per_req),
+            "cpu_s_per_10k_spans_max_load": summary(&cpu10k),
+            "cpu_s_per_10k_spans_fixed_rate": summary(&cpu10k_fixed),
+            "agent_cores_max_load": summary(&agent_cores),
+            "spans_per_request": summary(&spans_per_req),
             "export_drops_max_load": export_drops[0],
             "export_drops_fixed_rate": export_drops[1],
         }),
@@ -431,7 +431,7 @@ pub fn nginx(ctx: &Ctx, kernel_stats: bool) -> Result<(Value, Vec<Table>)> {
             "rate": rate_b,
             "a_p50_us": lo.get(&V::A).map(|x| x.0.clone()), "a_p99_us": lo.get(&V::A).map(|x| x.1.clone()),
             "b_p50_us": lo.get(&V::B).map(|x| x.0.clone()), "b_p99_us": lo.get(&V::B).map(|x| x.1.clone()),
-            "p99_ratio": spread(&lo_ratio).json(&lo_ratio),
+            "p99_ratio": summary(&lo_ratio),
         }),
     );
     jv.insert("calibration_rps".into(), json!(cal));
@@ -856,12 +856,12 @@ pub fn python(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
         jv.insert(
             format!("{v:?}").to_lowercase(),
             json!({
-                "app_cpu_us_per_req": spread(&app_cpu[&v]).json(&app_cpu[&v]),
-                "agent_cpu_us_per_req": spread(&agent_cpu[&v]).json(&agent_cpu[&v]),
-                "total_cpu_us_per_req": spread(&total[&v]).json(&total[&v]),
+                "app_cpu_us_per_req": summary(&app_cpu[&v]),
+                "agent_cpu_us_per_req": summary(&agent_cpu[&v]),
+                "total_cpu_us_per_req": summary(&total[&v]),
                 "added_cpu_us_per_req": added,
-                "p50_us": spread(&p50[&v]).json(&p50[&v]),
-                "p99_us": spread(&p99[&v]).json(&p99[&v]),
+                "p50_us": summary(&p50[&v]),
+                "p99_us": summary(&p99[&v]),
             }),
         );
     }
@@ -992,13 +992,13 @@ pub fn redis(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
         jv.insert(
             v.key().into(),
             json!({
-                "set_rps": spread(&get_v(&set)).json(&get_v(&set)),
-                "get_rps": spread(&get_v(&get)).json(&get_v(&get)),
-                "rps": spread(&get_v(&both)).json(&get_v(&both)),
-                "ratio_vs_a": spread(&get_v(&ratio)).json(&get_v(&ratio)),
-                "redis_cpu_us_per_req": spread(&get_v(&server_us)).json(&get_v(&server_us)),
+                "set_rps": summary(&get_v(&set)),
+                "get_rps": summary(&get_v(&get)),
+                "rps": summary(&get_v(&both)),
+                "ratio_vs_a": summary(&get_v(&ratio)),
+                "redis_cpu_us_per_req": summary(&get_v(&server_us)),
                 "spans": get_v(&spans),
-                "spans_per_request": spread(&get_v(&spans_per_req)).json(&get_v(&spans_per_req)),
+                "spans_per_request": summary(&get_v(&spans_per_req)),
                 "losses": drops.get(&v).copied().unwrap_or(0),
             }),
         );
