@@ -3,6 +3,8 @@
 
 use std::{process::Command, time::Duration};
 
+use rstest::rstest;
+
 use tracer_tests::{
     free_port,
     peers::{exe_info, python, start_python},
@@ -104,50 +106,6 @@ while True:
     os.waitpid(pid, 0)
 "#;
 
-#[test]
-fn python_answers_from_a_forked_child_on_a_duped_fd() {
-    let dir = TempDir::new("forksrv");
-    let script = dir.write("server.py", FORK_SERVER.as_bytes());
-    let mut cmd = Command::new(python());
-    cmd.arg("-u").arg(&script);
-    let (server, port) = start_python(
-        "python fork server",
-        &mut cmd,
-        "LISTENING port ",
-        &dir.join("stderr.log"),
-    );
-    let exe = exe_info(server.pid);
-    let urls = [
-        format!("http://127.0.0.1:{port}/one"),
-        format!("http://127.0.0.1:{port}/two"),
-    ];
-    let curl = Curl::new(&[], &urls);
-    let curl_pid = curl.pid();
-    let agent = Agent::json(&[server.pid, curl_pid], &[]);
-    let transfers = curl.run();
-    let mut expected = Vec::new();
-    for (t, path) in transfers.iter().zip(["/one", "/two"]) {
-        let size = format!("forked answer for {path}\n").len() as u64;
-        assert_eq!((t.code, t.size_download), (200, size));
-        expected.push(
-            Peer::curl(curl_pid)
-                .client("GET", path, port)
-                .status(200)
-                .req_body(0)
-                .resp_body(size),
-        );
-        // The request was read by the parent: the connection is announced as its.
-        expected.push(
-            Peer::new(server.pid, &exe.name, Some(&exe.path))
-                .server("GET", path, port, Some(t.local_port))
-                .status(200)
-                .req_body(0)
-                .resp_body(size),
-        );
-    }
-    agent.expect_exact(&expected);
-}
-
 /// Before each accept, reads a file and closes it: the accepted socket gets the fd number the
 /// file just had, which the kernel's fd cache knew as a plain file.
 const FILE_THEN_SOCKET_SERVER: &str = r#"
@@ -175,14 +133,20 @@ while True:
     c.close()
 "#;
 
-#[test]
-fn a_socket_on_the_fd_number_of_a_file_just_read_is_traced() {
-    let dir = TempDir::new("filesrv");
-    let script = dir.write("server.py", FILE_THEN_SOCKET_SERVER.as_bytes());
+/// A python server (`script`) answers GET /one and GET /two, each with `answer` and its path:
+/// curl's client spans and the server process's server spans, whichever fd moved the bytes (the
+/// request is read by the process that accepted it, so its connection is announced as that
+/// process's).
+#[rstest]
+#[case::forked_child_answers_on_a_duped_fd(FORK_SERVER, "forked answer for ")]
+#[case::socket_on_the_fd_number_of_a_file_just_read(FILE_THEN_SOCKET_SERVER, "answer for ")]
+fn python_server_answers_each_get_once(#[case] script: &str, #[case] answer: &str) {
+    let dir = TempDir::new("pysrv");
+    let script = dir.write("server.py", script.as_bytes());
     let mut cmd = Command::new(python());
     cmd.arg("-u").arg(&script);
     let (server, port) = start_python(
-        "python file-then-socket server",
+        "python server",
         &mut cmd,
         "LISTENING port ",
         &dir.join("stderr.log"),
@@ -198,7 +162,7 @@ fn a_socket_on_the_fd_number_of_a_file_just_read_is_traced() {
     let transfers = curl.run();
     let mut expected = Vec::new();
     for (t, path) in transfers.iter().zip(["/one", "/two"]) {
-        let size = format!("answer for {path}\n").len() as u64;
+        let size = format!("{answer}{path}\n").len() as u64;
         assert_eq!((t.code, t.size_download), (200, size));
         expected.push(
             Peer::curl(curl_pid)
