@@ -70,9 +70,15 @@ pub struct ThreadCtx {
     pub trace_flags: u8,
     /// Non-zero when `trace_id` may be injected (one request in flight, context understood).
     pub usable: u8,
-    pub _pad: [u8; 6],
+    /// Non-zero when the part of the head read so far had a traceparent (now in `trace_id`).
+    pub has_traceparent: u8,
+    pub _pad: [u8; 5],
+    /// Connection whose request head this thread has read only up to a line boundary (0: none):
+    /// its next read continues the head. Senders split heads (a proxy, or an injected header on
+    /// the client side, goes out as a segment of its own).
+    pub partial_head: u64,
 }
-crate::assert_size!(ThreadCtx, 96);
+crate::assert_size!(ThreadCtx, 104);
 
 /// Responses a process must have written on the thread that read their request, and none on
 /// another, before the requests it sends carry the context of the request a thread serves. Until

@@ -29,7 +29,7 @@ use tracer_common::{
     conn::{AF_INET, AF_INET6},
     data::{flags, DataRecord},
     inject::{
-        sock_mode, Injected, ProcModel, SockKey, SockState, ThreadCtx, ACTIVE_SLOTS,
+        sock_mode, HeadInfo, Injected, ProcModel, SockKey, SockState, ThreadCtx, ACTIVE_SLOTS,
         ACTIVE_STALE_NS, HEADER_LEN, PROVEN_ANSWERS, SCAN_WINDOW,
     },
     stats,
@@ -70,9 +70,16 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 // Thread context
 
 /// A request head was read on server connection `conn_id` by thread `pid_tgid`, its bytes in
-/// `buf[..len]`. Returns the trace id the kernel started for it (zero when none).
+/// `buf[..len]` (`whole`: the read moved no more than that). Returns the trace id the kernel
+/// started for it (zero when none, or when the head goes on in a later read).
 #[inline(always)]
-pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> [u8; 16] {
+pub fn request_head(
+    pid_tgid: u64,
+    conn_id: u64,
+    buf: *const u8,
+    len: usize,
+    whole: bool,
+) -> [u8; 16] {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     if THREAD_CTX.get_ptr_mut(&pid_tgid).is_none() {
@@ -100,8 +107,10 @@ pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> 
         }
     }
     let slot = if mine < ACTIVE_SLOTS { mine } else { free };
+    t.usable = 0;
+    t.has_traceparent = 0;
+    t.partial_head = 0;
     if slot >= ACTIVE_SLOTS {
-        t.usable = 0;
         return [0; 16];
     }
     t.active[slot & (ACTIVE_SLOTS - 1)] = conn_id;
@@ -109,24 +118,81 @@ pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> 
     if others > 0 {
         // Several requests in flight on one thread: whose context an outgoing request carries
         // cannot be told.
-        t.usable = 0;
         return [0; 16];
     }
-    t.usable = 0;
     let Some(info) = scan::scan(scan::source::RECORD, len) else {
         return [0; 16];
     };
-    if info.head_end == 0 || info.other_context != 0 {
+    head_part(t, conn_id, &info, buf, len, whole)
+}
+
+/// More of the request head that thread `pid_tgid` is reading on `conn_id`, if it is reading
+/// one there (see `ThreadCtx::partial_head`). Returns as `request_head` does.
+#[inline(always)]
+pub fn request_head_continued(
+    pid_tgid: u64,
+    conn_id: u64,
+    buf: *const u8,
+    len: usize,
+    whole: bool,
+) -> [u8; 16] {
+    let Some(t) = THREAD_CTX.get_ptr_mut(&pid_tgid) else {
+        return [0; 16];
+    };
+    // SAFETY: valid map value pointer; only this thread writes its entry.
+    let t: &mut ThreadCtx = unsafe { &mut *t };
+    if t.partial_head != conn_id || conn_id == 0 {
+        return [0; 16];
+    }
+    t.partial_head = 0;
+    let Some(info) = scan::scan_continuation(len) else {
+        return [0; 16];
+    };
+    head_part(t, conn_id, &info, buf, len, whole)
+}
+
+/// What a part of a request head (`info`, from `buf[..len]`) says about the thread's context.
+/// The head's parts are the first read and the reads that continue it at line boundaries; when
+/// the head ends, the thread carries the request's traceparent, or a trace the kernel starts.
+#[inline(always)]
+fn head_part(
+    t: &mut ThreadCtx,
+    conn_id: u64,
+    info: &HeadInfo,
+    buf: *const u8,
+    len: usize,
+    whole: bool,
+) -> [u8; 16] {
+    if info.other_context != 0 {
         return [0; 16];
     }
     if info.traceparent_at != 0 {
-        // SAFETY: as above.
-        if let Some(tp) = unsafe { scan::traceparent(buf, info.traceparent_at as usize, len) } {
-            t.trace_id = tp.trace_id;
-            t.parent_id = tp.parent_id;
-            t.trace_flags = tp.flags;
-            t.usable = 1;
+        if t.has_traceparent != 0 {
+            // Two of them: the agent decides.
+            return [0; 16];
         }
+        // SAFETY: `buf` is the record scratch; reads are masked into it.
+        let Some(tp) = (unsafe { scan::traceparent(buf, info.traceparent_at as usize, len) })
+        else {
+            return [0; 16];
+        };
+        t.trace_id = tp.trace_id;
+        t.parent_id = tp.parent_id;
+        t.trace_flags = tp.flags;
+        t.has_traceparent = 1;
+    }
+    if info.head_end == 0 {
+        // Goes on in the next read only if this one ended a line: a header split inside its
+        // line cannot be told from here.
+        // SAFETY: as above.
+        if whole && len > 0 && len < SCAN_WINDOW && unsafe { scan::byte_at(buf, len - 1) } == b'\n'
+        {
+            t.partial_head = conn_id;
+        }
+        return [0; 16];
+    }
+    t.usable = 1;
+    if t.has_traceparent != 0 {
         // The agent reads the header itself.
         return [0; 16];
     }
@@ -134,7 +200,6 @@ pub fn request_head(pid_tgid: u64, conn_id: u64, buf: *const u8, len: usize) -> 
     t.trace_id = trace;
     t.parent_id = [0; 8];
     t.trace_flags = 1;
-    t.usable = 1;
     trace
 }
 
@@ -247,13 +312,20 @@ pub fn inject_head(_ctx: TracePointContext) -> u32 {
     let rec: &mut DataRecord = unsafe { &mut *rec };
     let h = rec.header;
     let len = (h.cap_len as usize) & (2 * tracer_common::data::MAX_CAPTURE - 1);
+    let pid_tgid = ((h.tgid as u64) << 32) | h.tid as u64;
+    let whole = h.ret_len == len as u64;
     if crate::data::classify_record(rec, len, Flow::ToServer)
         == Verdict::Is(Protocol::Http1, Kind::Request)
     {
-        let pid_tgid = ((h.tgid as u64) << 32) | h.tid as u64;
-        let trace = request_head(pid_tgid, h.conn_id, rec.data.as_ptr(), len);
+        let trace = request_head(pid_tgid, h.conn_id, rec.data.as_ptr(), len, whole);
         rec.header.trace_id = trace;
         rec.header.flags |= flags::KERNEL_TRACE;
+    } else {
+        let trace = request_head_continued(pid_tgid, h.conn_id, rec.data.as_ptr(), len, whole);
+        if trace != [0; 16] {
+            rec.header.trace_id = trace;
+            rec.header.flags |= flags::KERNEL_TRACE;
+        }
     }
     let ok = crate::data::send(rec, len);
     if let Some(x) = EXIT_CTX.get_ptr_mut(0) {

@@ -26,6 +26,12 @@ unsafe fn byte(buf: *const u8, i: usize) -> u8 {
     *buf.add(bound(i))
 }
 
+/// Byte `i` of a scan buffer (masked into it).
+#[inline(always)]
+pub unsafe fn byte_at(buf: *const u8, i: usize) -> u8 {
+    byte(buf, i)
+}
+
 #[inline(always)]
 unsafe fn word(buf: *const u8, i: usize) -> u64 {
     core::ptr::read_unaligned(buf.add(bound(i)) as *const u64)
@@ -183,6 +189,34 @@ pub fn scan(src: u32, len: usize) -> Option<HeadInfo> {
     let (_, info) = buffers(src)?;
     // SAFETY: valid map value pointer.
     unsafe { *info = HeadInfo::default() };
+    walk(src, len)
+}
+
+/// Scan the first `len` bytes of the record scratch as the rest of a head whose earlier part
+/// ended with a line: its first byte starts a header line (or the blank line ending the head).
+/// `line1_end` is meaningless in the result.
+#[inline(always)]
+pub fn scan_continuation(len: usize) -> Option<HeadInfo> {
+    let (buf, info) = buffers(source::RECORD)?;
+    // SAFETY: valid map value pointers; reads are masked into the scratch.
+    unsafe {
+        *info = HeadInfo::default();
+        let info = &mut *info;
+        match byte(buf, 0) {
+            b'\n' => info.head_end = 1,
+            b'\r' if len > 1 && byte(buf, 1) == b'\n' => info.head_end = 2,
+            _ => classify(buf, 0, len.min(SCAN_WINDOW), info),
+        }
+        if info.head_end != 0 {
+            return Some(*info);
+        }
+    }
+    walk(source::RECORD, len)
+}
+
+/// Run `scan_step` over the first `len` bytes of `src`, adding to its `HeadInfo`.
+#[inline(always)]
+fn walk(src: u32, len: usize) -> Option<HeadInfo> {
     let len = if len > SCAN_WINDOW { SCAN_WINDOW } else { len };
     let mut ctx = ScanCtx {
         source: src,
