@@ -6,12 +6,22 @@
 //! needs again; kept, they would stay resident for the whole run. So start-up runs with
 //! immediate purging, and the default delay comes back once the agent is ready, so that the
 //! data path keeps its reuse.
+//!
+//! Transparent huge pages are off for the process: mimalloc asks for them on its arenas, and one
+//! 2 MiB page then backs a few KiB in use (an idle agent measured 30 MiB resident with them, 19
+//! without).
 
 use libmimalloc_sys::{mi_collect, mi_option_get, mi_option_set, mi_option_t};
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e`, which the bindings do not name (their
 /// test below fails if it moves).
 const PURGE_DELAY: mi_option_t = 15;
+
+/// Turn transparent huge pages off for this process, for memory faulted in from now on.
+pub fn no_huge_pages() {
+    // SAFETY: prctl with integer arguments only; failure (an old kernel) leaves THP as it was.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
 
 /// Purge freed memory at once until [`StartupMemory::release`].
 pub struct StartupMemory {
@@ -45,6 +55,13 @@ pub fn trim() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_pages_are_off_after_no_huge_pages() {
+        no_huge_pages();
+        // SAFETY: as in `no_huge_pages`.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }, 1);
+    }
 
     #[test]
     fn purge_delay_is_the_option_it_names() {

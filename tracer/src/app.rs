@@ -26,6 +26,7 @@ use crate::{
 /// The agent's entry point after argument parsing. Errors are one line each.
 pub fn run(cli: Cli) -> Result<()> {
     ebpf::check_privileges().map_err(anyhow::Error::msg)?;
+    crate::alloc::no_huge_pages();
     let startup_memory = crate::alloc::StartupMemory::purge_now();
     let cgroup_ids = cli
         .cgroups
