@@ -63,6 +63,9 @@ pub struct Agent {
     ready_at: Instant,
 }
 
+/// `--cpu-budget` of test agents: more cores than a test machine has.
+pub const NO_CPU_LIMIT: &str = "1024";
+
 /// Least time between `tracer: ready` and the SIGINT of `stop`. The agent loses or dies of a
 /// SIGINT sent right after `ready` (its handler is installed a moment later): `cli.rs`
 /// `sigint_right_after_ready` tests that on its own; the other tests keep clear of it.
@@ -82,6 +85,7 @@ pub struct Stopped {
 
 impl Agent {
     /// `tracer --output json --pid P...` plus `extra` arguments; returns once it is attached.
+    /// Without `--cpu-budget` in `extra`, the agent gets [`NO_CPU_LIMIT`].
     pub fn json(pids: &[u32], extra: &[&str]) -> Agent {
         Self::start("json", pids, extra)
     }
@@ -110,6 +114,11 @@ impl Agent {
             args.push(p.to_string());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        // The tests check what is captured, on a debug build sharing a busy machine: no
+        // shedding for CPU unless a test asks for it (the ring buffer's fill still sheds).
+        if !extra.contains(&"--cpu-budget") {
+            args.extend(["--cpu-budget".to_string(), NO_CPU_LIMIT.to_string()]);
+        }
         let bin = tracer_bin();
         let started_unix_ns = unix_ns();
         let mut cmd = Command::new(&bin);

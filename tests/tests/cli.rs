@@ -62,6 +62,17 @@ fn unknown_flag() {
 }
 
 #[rstest]
+#[case::zero("--cpu-budget=0")]
+#[case::negative("--cpu-budget=-1")]
+#[case::not_a_number("--cpu-budget=half")]
+#[case::not_finite("--cpu-budget=inf")]
+fn cpu_budget_not_a_positive_number(#[case] arg: &str) {
+    let out = tracer(&[arg, "--duration", "1"]);
+    assert_eq!(out.code(), Some(2), "{}", out.describe());
+    assert_one_line_error(&out, "--cpu-budget");
+}
+
+#[rstest]
 #[case::capture_bytes(&["--capture-bytes", "1"], "capture-bytes")]
 #[case::ring_not_a_power_of_two(&["--ring-buffer-mib", "3"], "ring-buffer-mib")]
 #[case::ring_too_large(&["--ring-buffer-mib", "2048"], "ring-buffer-mib")]

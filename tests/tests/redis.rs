@@ -365,3 +365,80 @@ fn connection_opened_before_the_agent() {
         unknown_db(Expect::server("server SET", server.pid), "SET", "SET ? ?"),
     ]);
 }
+
+/// Overload: redis-benchmark's pipelined load (`-P 16`, 32 connections) under a CPU budget far
+/// below what capturing it all takes. The agent sheds whole connections, both ends alike, and
+/// loses no ring-buffer record; what it still captures stays whole: every command's server span
+/// has its client span as parent, but for the few exchanges in flight when their connection was
+/// shed. redis-benchmark itself is unharmed.
+#[test]
+fn overload_sheds_whole_connections() {
+    let redis = RedisServer::start();
+    let port = redis.port.to_string();
+    let args: Vec<String> = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-P",
+        "16",
+        "-c",
+        "32",
+        "-n",
+        "400000",
+        "-t",
+        "set,get",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let bench = Gated::spawn(
+        "redis-benchmark",
+        &tracer_tests::util::which("redis-benchmark")
+            .display()
+            .to_string(),
+        &args,
+    );
+    let agent = Agent::json(&[redis.pid(), bench.pid()], &["--cpu-budget", "0.02"]);
+    finish(bench, false);
+    let stopped = agent.stop();
+    let summary = |key: &str| -> u64 {
+        let at = stopped
+            .stderr
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key:?} in the summary:\n{}", stopped.stderr));
+        stopped.stderr[at + key.len()..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count after {key:?}:\n{}", stopped.stderr))
+    };
+    let shed = summary("connections no longer captured=");
+    assert!(shed > 0, "nothing shed:\n{}", stopped.stderr);
+    assert!(
+        summary("their records discarded=") > 0,
+        "{}",
+        stopped.stderr
+    );
+    assert_eq!(summary("ring buffer data="), 0, "{}", stopped.stderr);
+    let servers: Vec<&Span> = stopped
+        .spans
+        .iter()
+        .filter(|s| s.is_server() && s.pid() == Some(redis.pid()))
+        .collect();
+    assert!(!servers.is_empty(), "nothing captured at all");
+    let clients = stopped.spans.iter().filter(|s| s.is_client()).count();
+    // 32 connections per test, two tests: all but a share shed.
+    assert!(
+        clients < 2 * 400_000 / 2,
+        "{clients} client spans: shedding did not cut the load"
+    );
+    let unpaired = servers.iter().filter(|s| s.link() != "connection").count();
+    // At most the exchanges in flight on each shed connection (16 commands per pipeline).
+    assert!(
+        unpaired as u64 <= 16 * shed,
+        "{unpaired} of {} server spans without their client span ({shed} connections shed)",
+        servers.len()
+    );
+}

@@ -100,6 +100,8 @@ fn stage() -> ConnsStage {
             max_connections: 65_536,
             request_timeout_ns: 30_000_000_000,
             idle_timeout_ns: 300_000_000_000,
+            // Never consulted: the benchmark feeds the stage, not the data thread.
+            cpu_budget: 1.0,
         },
         Arc::new(Stats::default()),
     );

@@ -60,7 +60,8 @@ mod tests {
     fn huge_pages_are_off_after_no_huge_pages() {
         no_huge_pages();
         // SAFETY: as in `no_huge_pages`.
-        assert_eq!(unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }, 1);
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         protocols: captured_protocols(),
     })?;
     let ring = probes.take_events()?;
-    let mut forgetter = probes.take_conn_forgetter()?;
+    let kernel_conns = probes.take_conn_table()?;
 
     // Build every stage and channel before any runs.
     let (link_to_export_tx, link_to_export_rx) = mpsc::channel(pipeline::LINK_TO_EXPORT);
@@ -82,15 +82,16 @@ pub fn run(cli: Cli) -> Result<()> {
             max_connections: cli.max_connections,
             request_timeout_ns: cli.request_timeout().as_nanos() as u64,
             idle_timeout_ns: cli.idle_timeout().as_nanos() as u64,
+            cpu_budget: cli.cpu_budget,
         },
         stats.clone(),
     );
-    conns_stage.on_forget(Box::new(move |sock| {
-        forgetter.forget(sock);
-    }));
+    conns_stage.with_kernel(Box::new(kernel_conns));
     let data_stop = Arc::new(AtomicBool::new(false));
     let data = pipeline::data::DataThread {
         ring,
+        ring_bytes: u64::from(cli.ring_buffer_mib) << 20,
+        fill: None,
         conns: conns_stage,
         linker: Linker::new(StdRng::from_os_rng(), 65536, cli.link_wait()),
         clock: Clock::new(),
@@ -268,6 +269,14 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
         "tracer: spans released without their expected parent (link wait exceeded): {}",
         stats.link_timeouts.get()
     );
+    if stats.conns_shed.get() > 0 {
+        eprintln!(
+            "tracer: overload (the agent fell behind the kernel): connections no longer captured={}, their records discarded={}, their requests dropped while waiting={}",
+            stats.conns_shed.get(),
+            stats.records_shed.get(),
+            stats.requests_shed.get(),
+        );
+    }
     eprintln!(
         "tracer: parse errors: {}; requests without response: {}; exchanges with a truncated head: {}; still waiting at exit: {}; kernel: table full conns={} args={} (syscall entries kept in the hash, their slot taken: {}), read errors user={} kernel={}, batch syscalls seen (not parsed) sendmmsg={} recvmmsg={}",
         if parse.is_empty() { "none".to_string() } else { parse.join(" ") },

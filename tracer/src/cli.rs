@@ -55,6 +55,12 @@ pub struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 4)]
     pub ring_buffer_mib: u32,
 
+    /// CPU the agent may use, in cores. Past it, or when the kernel's records come faster than
+    /// the agent reads them, a growing share of connections (eighths, chosen by their
+    /// addresses, both ends alike) stops being captured; the summary and /metrics count them.
+    #[arg(long, value_name = "CORES", default_value_t = 0.5, value_parser = cpu_budget)]
+    pub cpu_budget: f64,
+
     /// A request without a response after this many seconds is reported with an error status.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub request_timeout: u64,
@@ -99,5 +105,15 @@ impl Cli {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout)
+    }
+}
+
+/// `--cpu-budget`: a positive number of cores.
+fn cpu_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of cores (e.g. 0.5 for half a core)"
+        )),
     }
 }

@@ -171,6 +171,10 @@ impl ConnTable {
         self.conns.is_empty()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.iter().map(|(_, c)| c)
+    }
+
     /// Ids of connections idle since before `cutoff` (monotonic ns), oldest first.
     pub fn idle_since(&self, cutoff: u64) -> Vec<u64> {
         // LRU order is access order, which is event order: stop at the first recent one.

@@ -59,6 +59,13 @@ pub struct Stats {
     /// table (LRU or idle): not reported (the connection is picked up again at its next syscall,
     /// so their answers were not missing).
     pub requests_dropped_evicted: Counter,
+    /// Connections no longer captured because the agent fell behind the kernel
+    /// (`pipeline::shed`), their records discarded on arrival, and their requests dropped
+    /// while waiting; the overload level now (0: none shed).
+    pub conns_shed: Counter,
+    pub records_shed: Counter,
+    pub requests_shed: Counter,
+    pub shed_level: Gauge,
     /// Spans released without their expected parent (it never came within the hold bound).
     pub link_timeouts: Gauge,
     /// Kernel counters (ring-buffer losses...), refreshed periodically, by `tracer_common::stats` id.

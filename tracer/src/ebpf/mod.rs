@@ -427,9 +427,8 @@ impl Probes {
         Ok(seeded)
     }
 
-    /// A handle that makes the kernel forget connections (by `ConnEvent::sock`), so that their
-    /// next syscall announces them again (can be taken once).
-    pub fn take_conn_forgetter(&mut self) -> Result<ConnForgetter, LoadError> {
+    /// The kernel's connection table, for the conns stage's verdicts (can be taken once).
+    pub fn take_conn_table(&mut self) -> Result<ConnTable, LoadError> {
         let map = self
             .ebpf
             .take_map(names::MAP_CONNS)
@@ -438,7 +437,7 @@ impl Probes {
             name: names::MAP_CONNS,
             source: Box::new(source),
         })?;
-        Ok(ConnForgetter { map })
+        Ok(ConnTable { map })
     }
 
     /// The ring buffer the programs write records to (can be taken once).
@@ -477,15 +476,28 @@ impl Probes {
 }
 
 /// Deletes entries of the kernel's connection table (see [`Probes::take_conn_forgetter`]).
-pub struct ConnForgetter {
+/// `bpf_map_update_elem` flag: replace an existing entry only.
+const BPF_EXIST: u64 = 2;
+
+/// The kernel's connection table, keyed by `ConnEvent::sock`.
+pub struct ConnTable {
     map: BpfHashMap<MapData, u64, tracer_common::conn::ConnState>,
 }
 
-impl ConnForgetter {
-    /// Forget the connection on socket `sock`; false if the kernel had no such entry (the
-    /// socket closed meanwhile).
-    pub fn forget(&mut self, sock: u64) -> bool {
-        self.map.remove(&sock).is_ok()
+impl crate::pipeline::conns::KernelConns for ConnTable {
+    /// A missing entry (the socket closed meanwhile) needs nothing.
+    fn forget(&mut self, sock: u64) {
+        let _ = self.map.remove(&sock);
+    }
+
+    /// The entry is rewritten whole; a program holding the old one finishes its syscall with
+    /// it, and the next one finds the connection ignored.
+    fn ignore(&mut self, sock: u64) {
+        if let Ok(mut st) = self.map.get(&sock, 0) {
+            st.state = tracer_common::conn::state::IGNORED;
+            // BPF_EXIST: only over an existing entry; one the socket's close removed stays removed.
+            let _ = self.map.insert(sock, st, BPF_EXIST);
+        }
     }
 }
 

@@ -256,6 +256,7 @@ impl Collector for AgentCollector {
                     [("reason", "connection_evicted")],
                     s.conns_evicted_lru.get(),
                 ),
+                ([("reason", "overload_shed_records")], s.records_shed.get()),
             ],
         )?;
         counter(
@@ -275,6 +276,18 @@ impl Collector for AgentCollector {
             "tracer_connections_expired",
             "Connections forgotten after idling.",
             s.conns_expired_idle.get(),
+        )?;
+        counter(
+            &mut enc,
+            "tracer_connections_shed",
+            "Connections no longer captured because the agent fell behind the kernel.",
+            s.conns_shed.get(),
+        )?;
+        gauge(
+            &mut enc,
+            "tracer_overload_level",
+            "Eighths of new connections not captured for overload (0: all captured).",
+            s.shed_level.get(),
         )?;
         gauge(
             &mut enc,

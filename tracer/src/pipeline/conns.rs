@@ -12,7 +12,12 @@ use std::{
 
 use tracer_common::data::{direction, flags, DataHeader};
 
-use super::{pairs::Pairs, threads::Threads, DataEvent, Parsed, RawEvent};
+use super::{
+    pairs::Pairs,
+    shed::{self, Shedder},
+    threads::Threads,
+    DataEvent, Parsed, RawEvent,
+};
 use crate::{
     conn::{comm_str, Conn, ConnMeta, ConnTable},
     context,
@@ -29,6 +34,8 @@ pub struct ConnsConfig {
     pub max_connections: usize,
     pub request_timeout_ns: u64,
     pub idle_timeout_ns: u64,
+    /// Cores the agent may use before it sheds connections (see `shed`).
+    pub cpu_budget: f64,
 }
 
 /// Where parser output goes: numbering, linking hints, error accounting.
@@ -177,13 +184,22 @@ impl Sink {
     }
 }
 
-/// Makes the kernel forget a connection (by its socket key), so that its next syscall
-/// announces it again.
-pub type Forget = Box<dyn FnMut(u64) + Send>;
+/// What the conns stage asks of the kernel's connection table, by a connection's socket key
+/// (`ConnEvent::sock`).
+pub trait KernelConns: Send {
+    /// Forget the connection, so that its next syscall announces it again.
+    fn forget(&mut self, sock: u64);
+    /// Capture nothing more of the connection: its syscalls then cost one lookup.
+    fn ignore(&mut self, sock: u64);
+}
 
 pub struct ConnsStage {
     cfg: ConnsConfig,
-    forget: Option<Forget>,
+    kernel: Option<Box<dyn KernelConns>>,
+    shedder: Shedder,
+    /// Connections shed (see `shed`), out of the table: their records still on their way are
+    /// discarded.
+    shed: FastLru<u64, ()>,
     /// Connections dropped from the table while open, by id: records of theirs the kernel sent
     /// before it forgot them (the agent drops them asynchronously) pick them up again.
     dropped: FastLru<u64, (Arc<ConnMeta>, u64)>,
@@ -201,7 +217,9 @@ impl ConnsStage {
     pub fn new(cfg: ConnsConfig, stats: Arc<Stats>) -> Self {
         Self {
             cfg,
-            forget: None,
+            kernel: None,
+            shedder: Shedder::new(cfg.cpu_budget),
+            shed: hash::lru(cfg.max_connections.max(DROPPED_REMEMBERED)),
             // Records in flight when the kernel forgets a connection are many when a small table
             // churns: remember at least DROPPED_REMEMBERED (metadata only, a few hundred bytes).
             dropped: hash::lru(cfg.max_connections.max(DROPPED_REMEMBERED)),
@@ -218,11 +236,69 @@ impl ConnsStage {
         }
     }
 
-    /// Connections dropped from the table while still open are forgotten by the kernel too
-    /// with `f`, so they are announced again (as connections older than the tracer) when next
-    /// used.
-    pub fn on_forget(&mut self, f: Forget) {
-        self.forget = Some(f);
+    /// Connections dropped from the table while still open are forgotten by the kernel too, so
+    /// they are announced again (as connections older than the tracer) when next used; shed
+    /// ones are ignored by it.
+    pub fn with_kernel(&mut self, k: Box<dyn KernelConns>) {
+        self.kernel = Some(k);
+    }
+
+    /// The ring buffer is `used` full (0 to 1) at monotonic `now` (see `shed`).
+    pub fn observe_fill(&mut self, used: f64, now: u64) {
+        if let Some(level) = self.shedder.observe_fill(used, now) {
+            self.shed_level(level);
+        }
+    }
+
+    /// The agent used `cores` over the window ending at monotonic `now` (see `shed`).
+    pub fn observe_cpu(&mut self, cores: f64, now: u64) {
+        if let Some(level) = self.shedder.observe_cpu(cores, now) {
+            self.shed_level(level);
+        }
+    }
+
+    /// The overload level changed to `level`: shed the connections it covers now.
+    fn shed_level(&mut self, level: u8) {
+        self.stats().shed_level.set(u64::from(level));
+        let doomed: Vec<u64> = self
+            .table
+            .iter()
+            .filter(|c| self.shedder.sheds(&c.meta))
+            .map(|c| c.meta.conn_id)
+            .collect();
+        if !doomed.is_empty() {
+            if self.stats().conns_shed.get() == 0 {
+                tracing::warn!(
+                    "overload: the agent falls behind or is over its --cpu-budget; a share of connections is no longer captured (counted in the summary and /metrics, further changes logged at debug level)"
+                );
+            }
+            tracing::debug!(
+                "overload: {} more connections are no longer captured (level {level} of {})",
+                doomed.len(),
+                shed::BUCKETS
+            );
+        }
+        for id in doomed {
+            if let Some(mut conn) = self.table.remove(id) {
+                self.shed_conn(&mut conn);
+            }
+        }
+        self.stats().conns_active.set(self.table.len() as u64);
+    }
+
+    /// Stop capturing `conn` (out of the table): the kernel ignores it from now on; its records
+    /// still on their way and its requests still waiting are dropped and counted.
+    fn shed_conn(&mut self, conn: &mut Conn) {
+        self.stats().conns_shed.inc();
+        if let Some(p) = conn.parser.take() {
+            self.sink.stats.requests_shed.add(p.pending_count() as u64);
+        }
+        if let Some(k) = self.kernel.as_mut() {
+            k.ignore(conn.sock);
+        }
+        self.shed.put(conn.meta.conn_id, ());
+        self.sink.forget(conn);
+        self.pairs.remove(&conn.meta);
     }
 
     fn stats(&self) -> &Stats {
@@ -243,6 +319,10 @@ impl ConnsStage {
                 let process = self.processes.get(ev.tgid, &comm_str(&ev.comm));
                 let mut conn = Conn::new(Arc::new(ConnMeta::from_event(&ev, process)), ev.ts_ns);
                 conn.sock = ev.sock;
+                if self.shedder.sheds(&conn.meta) {
+                    self.shed_conn(&mut conn);
+                    return;
+                }
                 self.pair(&mut conn);
                 if let Some(mut evicted) = self.table.insert(conn) {
                     self.stats().conns_evicted_lru.inc();
@@ -251,6 +331,7 @@ impl ConnsStage {
             }
             RawEvent::Close { conn_id, ts_ns } => {
                 self.dropped.pop(&conn_id);
+                self.shed.pop(&conn_id);
                 if let Some(mut conn) = self.table.remove(conn_id) {
                     self.finish(&mut conn, ts_ns, out);
                 }
@@ -273,6 +354,10 @@ impl ConnsStage {
             "data"
         );
         if self.table.peek_mut(h.conn_id).is_none() {
+            if self.shed.contains(&h.conn_id) {
+                self.sink.stats.records_shed.inc();
+                return;
+            }
             let Some((meta, sock)) = self.dropped.pop(&h.conn_id) else {
                 self.sink.stats.data_unknown_conn.inc();
                 return;
@@ -357,8 +442,8 @@ impl ConnsStage {
                 .requests_dropped_evicted
                 .add(p.pending_count() as u64);
         }
-        if let Some(f) = self.forget.as_mut() {
-            f(conn.sock);
+        if let Some(k) = self.kernel.as_mut() {
+            k.forget(conn.sock);
         }
         self.dropped
             .put(conn.meta.conn_id, (conn.meta.clone(), conn.sock));

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::{
     conns::ConnsStage,
     link::Linker,
-    ringbuf,
+    ringbuf, shed,
     spans::{self, SpanOptions},
     Parsed, SpanRef, BATCH,
 };
@@ -29,6 +29,8 @@ use crate::{clock::Clock, span::SpanRecord, stats::Stats};
 const CONNS_TICK_NS: u64 = 250_000_000;
 /// How often the linker releases spans whose parent did not come in time.
 const LINK_TICK_NS: u64 = 100_000_000;
+/// How long the data thread waits for room in a full export channel before it looks again.
+const EXPORT_FULL_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
 /// After this long without records, the memory freed since the last burst goes back to the
 /// system (see `alloc::trim`).
 const QUIET_NS: u64 = 1_000_000_000;
@@ -36,6 +38,10 @@ const QUIET_NS: u64 = 1_000_000_000;
 /// Everything the data thread owns.
 pub struct DataThread {
     pub ring: RingBuf<MapData>,
+    /// The ring buffer's data bytes.
+    pub ring_bytes: u64,
+    /// How full the ring buffer is (set by `run`).
+    pub fill: Option<ringbuf::Fill>,
     pub conns: ConnsStage,
     pub linker: Linker<StdRng>,
     pub clock: Clock,
@@ -58,8 +64,16 @@ impl DataThread {
     pub fn run(mut self) -> u64 {
         let mut b = Buffers::default();
         let mut ring_reader = ringbuf::Reader::default();
+        self.fill = match ringbuf::Fill::new(self.ring.as_raw_fd(), self.ring_bytes) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!("cannot watch the ring buffer's fill ({e}): no overload shedding");
+                None
+            }
+        };
         let start = Clock::mono_now();
         let (mut conns_tick, mut link_tick) = (start, start);
+        let (mut cpu_tick, mut cpu_then) = (start, process_cpu_ns());
         // Since when no record came, and whether memory was given back since.
         let (mut quiet_since, mut trimmed) = (start, true);
         loop {
@@ -68,8 +82,16 @@ impl DataThread {
             loop {
                 let conns = &mut self.conns;
                 let parsed = &mut b.parsed;
+                let fill = &self.fill;
+                let mut seen = 0;
                 let n = ring_reader.drain(&mut self.ring, BATCH, &self.stats, |ev| {
-                    conns.handle(ev, parsed)
+                    conns.handle(ev, parsed);
+                    seen += 1;
+                    if seen % shed::FILL_EVERY == 0 {
+                        if let Some(f) = fill {
+                            conns.observe_fill(f.used(), Clock::mono_now());
+                        }
+                    }
                 });
                 if n == 0 {
                     break;
@@ -84,6 +106,13 @@ impl DataThread {
             if now.saturating_sub(conns_tick) >= CONNS_TICK_NS {
                 conns_tick = now;
                 self.conns.tick(now, &mut b.parsed);
+            }
+            if now.saturating_sub(cpu_tick) >= shed::CPU_WINDOW_NS {
+                let cpu = process_cpu_ns();
+                let cores =
+                    cpu.saturating_sub(cpu_then) as f64 / now.saturating_sub(cpu_tick) as f64;
+                (cpu_tick, cpu_then) = (now, cpu);
+                self.conns.observe_cpu(cores, now);
             }
             if now.saturating_sub(link_tick) >= LINK_TICK_NS {
                 link_tick = now;
@@ -121,15 +150,36 @@ impl DataThread {
     fn export(&mut self, linked: &mut Vec<SpanRecord>) -> bool {
         while !linked.is_empty() {
             let n = linked.len().min(BATCH);
-            let refs: Vec<SpanRef> = linked.drain(..n).map(Arc::new).collect();
-            // Back-pressure: a full channel slows this thread, and the kernel's ring buffer then
-            // counts its losses.
-            if self.link_to_export.blocking_send(refs).is_err() {
-                return false;
+            let mut refs: Vec<SpanRef> = linked.drain(..n).map(Arc::new).collect();
+            // Back-pressure: a full channel holds this thread back, and meanwhile the ring
+            // buffer fills: the overload shedding watches it here too.
+            loop {
+                match self.link_to_export.try_send(refs) {
+                    Ok(()) => break,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        refs = back;
+                        if let Some(f) = &self.fill {
+                            self.conns.observe_fill(f.used(), Clock::mono_now());
+                        }
+                        std::thread::sleep(EXPORT_FULL_WAIT);
+                    }
+                }
             }
         }
         true
     }
+}
+
+/// CPU time used by the agent's threads so far, in ns.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: one valid timespec for the call to fill; the clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Sleep until the kernel wakes the ring buffer's readers (it does so only once enough data

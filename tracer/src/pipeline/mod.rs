@@ -14,6 +14,7 @@ pub mod export;
 pub mod link;
 pub mod pairs;
 pub mod ringbuf;
+pub mod shed;
 pub mod spans;
 pub mod threads;
 

@@ -62,6 +62,67 @@ pub fn decode(b: &[u8]) -> Result<RawEvent<'_>, DecodeError> {
     }
 }
 
+/// How full the ring buffer is: its consumer and producer positions, read from a read-only
+/// mapping of their two pages (the kernel's layout for `BPF_MAP_TYPE_RINGBUF`: consumer page,
+/// producer page, data).
+pub struct Fill {
+    pages: *mut libc::c_void,
+    page: usize,
+    capacity: u64,
+}
+
+// SAFETY: the mapping is only read, with atomic loads, and unmapped once on drop.
+unsafe impl Send for Fill {}
+
+impl Fill {
+    /// Map the position pages of the ring buffer `fd` of `capacity` data bytes.
+    pub fn new(fd: std::os::fd::RawFd, capacity: u64) -> std::io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // SAFETY: a fresh read-only shared mapping of the map's first two pages; the kernel
+        // allows read-only mappings of any part of a ring buffer.
+        let pages = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if pages == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            pages,
+            page,
+            capacity,
+        })
+    }
+
+    /// The fraction of the ring buffer written and not yet read (0 to 1).
+    pub fn used(&self) -> f64 {
+        use std::sync::atomic::{AtomicU64, Ordering::Acquire};
+        // SAFETY: both positions are 8-byte aligned u64s at the start of their mapped pages,
+        // which live as long as `self`; the kernel writes them atomically.
+        let (consumer, producer) = unsafe {
+            (
+                (*(self.pages as *const AtomicU64)).load(Acquire),
+                (*(self.pages.cast::<u8>().add(self.page) as *const AtomicU64)).load(Acquire),
+            )
+        };
+        producer.saturating_sub(consumer) as f64 / self.capacity.max(1) as f64
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.pages, 2 * self.page) };
+    }
+}
+
 /// Reads records off the ring buffer; malformed ones are counted and the first is logged.
 #[derive(Default)]
 pub struct Reader {

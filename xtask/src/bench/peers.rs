@@ -97,6 +97,9 @@ pub struct AgentReport {
     pub ring_drops: u64,
     /// Spans dropped before export (export queue overflow, OTLP queue full or failed).
     pub export_drops: u64,
+    /// Connections the agent stopped capturing for overload, and their records it discarded.
+    pub conns_shed: u64,
+    pub records_shed: u64,
     pub summary: Vec<String>,
 }
 
@@ -170,6 +173,8 @@ impl Agent {
             spans,
             ring_drops,
             export_drops,
+            conns_shed: num_after("connections no longer captured="),
+            records_shed: num_after("their records discarded="),
             summary,
         })
     }

@@ -1,0 +1,199 @@
+//! Overload shedding: when the agent falls behind the kernel, or uses more CPU than its budget,
+//! a consistent sample of whole connections stops being captured, rather than the ring buffer
+//! losing records at random (which costs the traced programs the capture all the same, and
+//! leaves spans cut or mislinked) or the agent taking the host's CPU from the traced programs.
+//!
+//! - The level is how many of [`BUCKETS`] shares of connections are shed. A connection's share
+//!   is a hash of its two ends taken in either order, so both ends of one TCP connection on this
+//!   host agree.
+//! - CPU: the agent's, over windows of [`CPU_WINDOW_NS`], against `--cpu-budget`. Over budget,
+//!   the captured shares shrink in proportion (budget / use, with a margin), at most every
+//!   [`CPU_STEP_NS`] (the backlog already captured keeps the agent busy for a while after a
+//!   step), and never to none.
+//! - Fill of the ring buffer, read every [`FILL_EVERY`] records: above [`HIGH`], and no lower
+//!   than it has been since the last change, an eighth more is shed per eighth of the ring
+//!   filled past [`HIGH`] (at most every [`STEP_NS`]), up to all.
+//! - Calm (fill under [`LOW`] and CPU under [`CPU_CALM`] of the budget for [`CALM_NS`]): an
+//!   eighth less.
+//! - Shedding is for good: the kernel stops capturing the connection (its syscalls then cost one
+//!   lookup), its records already in the ring buffer are discarded, and both are counted. A lower
+//!   level spares connections opened from then on.
+
+use std::{hash::BuildHasher, net::SocketAddr};
+
+use crate::{conn::ConnMeta, hash::FastState};
+
+/// Shares of connections the level counts in.
+pub const BUCKETS: u8 = 64;
+/// Shares one step of the fill (or of calm) moves.
+const FILL_STEP: u8 = BUCKETS / 8;
+/// Records read between two looks at the fill.
+pub const FILL_EVERY: usize = 32;
+/// Fill of the ring buffer above which more connections are shed.
+pub const HIGH: f64 = 0.5;
+/// Fill below which the level may fall again.
+pub const LOW: f64 = 0.1;
+/// Least time between two rises for the fill: each gives the kernel time to stop the
+/// connections shed.
+pub const STEP_NS: u64 = 10_000_000;
+/// Time spent calm before the level falls.
+pub const CALM_NS: u64 = 5_000_000_000;
+/// How often the agent's CPU is read.
+pub const CPU_WINDOW_NS: u64 = 100_000_000;
+/// Least time between two rises for CPU.
+pub const CPU_STEP_NS: u64 = 300_000_000;
+/// Share of the CPU budget under which the agent counts as calm.
+pub const CPU_CALM: f64 = 0.7;
+/// Aim below the budget when shrinking the captured shares for CPU.
+const CPU_MARGIN: f64 = 0.8;
+
+pub struct Shedder {
+    level: u8,
+    changed: u64,
+    /// The lowest fill seen since the level last changed.
+    low: f64,
+    calm_since: Option<u64>,
+    hasher: FastState,
+    /// CPU budget in cores, and whether the last window was under its calm share.
+    budget: f64,
+    cpu_calm: bool,
+}
+
+impl Shedder {
+    pub fn new(cpu_budget: f64) -> Self {
+        Self {
+            level: 0,
+            changed: 0,
+            low: 0.0,
+            calm_since: None,
+            hasher: FastState::default(),
+            budget: cpu_budget,
+            cpu_calm: true,
+        }
+    }
+
+    /// The agent used `cores` over the window ending at monotonic `now`: the new level, if it
+    /// changed.
+    pub fn observe_cpu(&mut self, cores: f64, now: u64) -> Option<u8> {
+        self.cpu_calm = cores < self.budget * CPU_CALM;
+        if !self.cpu_calm {
+            self.calm_since = None;
+        }
+        if cores <= self.budget || now.saturating_sub(self.changed) < CPU_STEP_NS {
+            return None;
+        }
+        let captured = f64::from(BUCKETS - self.level);
+        // At least one share stays captured for CPU (the fill may still take it).
+        let keep = (captured * self.budget / cores * CPU_MARGIN)
+            .floor()
+            .max(1.0) as u8;
+        let level = BUCKETS - keep.min(BUCKETS - self.level);
+        self.set(level, now)
+    }
+
+    /// The ring buffer is `used` full (0 to 1) at monotonic `now`: the new level, if it changed.
+    pub fn observe_fill(&mut self, used: f64, now: u64) -> Option<u8> {
+        if used > HIGH {
+            self.calm_since = None;
+            // Still draining since the last rise: give it time.
+            let draining = self.level > 0 && used < self.low;
+            self.low = self.low.min(used);
+            if !draining && now.saturating_sub(self.changed) >= STEP_NS {
+                self.low = used;
+                // The fuller, the larger the step: an eighth more per eighth of the ring.
+                let eighths = 1 + ((used - HIGH) * 8.0) as u8;
+                let level = self.level.saturating_add(FILL_STEP * eighths).min(BUCKETS);
+                return self.set(level, now);
+            }
+        } else if used < LOW && self.cpu_calm && self.level > 0 {
+            let since = *self.calm_since.get_or_insert(now);
+            if now.saturating_sub(since) >= CALM_NS {
+                self.calm_since = Some(now);
+                return self.set(self.level.saturating_sub(FILL_STEP), now);
+            }
+        } else {
+            self.calm_since = None;
+        }
+        None
+    }
+
+    fn set(&mut self, level: u8, now: u64) -> Option<u8> {
+        if level == self.level {
+            return None;
+        }
+        self.level = level;
+        self.changed = now;
+        Some(level)
+    }
+
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// Whether connection `meta` is to be shed at the current level.
+    pub fn sheds(&self, meta: &ConnMeta) -> bool {
+        self.level > 0 && self.bucket(meta) < self.level
+    }
+
+    fn bucket(&self, meta: &ConnMeta) -> u8 {
+        let (l, r) = (meta.endpoints.local, meta.endpoints.remote);
+        let (a, b) = (SocketAddr::new(l.0, l.1), SocketAddr::new(r.0, r.1));
+        let ends = if a <= b { (a, b) } else { (b, a) };
+        (self.hasher.hash_one(ends) % u64::from(BUCKETS)) as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// (fill, ms since start) observed in turn, and the level after each.
+    #[rstest]
+    #[case::quiet(&[(0.0, 0), (0.3, 10), (0.49, 20)], &[0, 0, 0])]
+    #[case::rises_an_eighth_per_step(&[(0.55, 10), (0.6, 12), (0.6, 20), (0.62, 30)], &[8, 8, 16, 24])]
+    #[case::larger_steps_when_fuller(&[(0.7, 10), (0.8, 20), (0.99, 30)], &[16, 40, 64])]
+    #[case::not_while_the_backlog_shrinks(&[(0.6, 10), (0.55, 20), (0.52, 30), (0.53, 40)], &[8, 8, 8, 16])]
+    #[case::up_to_all(&[(0.6, 10), (0.6, 20), (0.6, 30), (0.6, 40), (0.6, 50), (0.6, 60), (0.6, 70), (0.6, 80), (0.6, 90)], &[8, 16, 24, 32, 40, 48, 56, 64, 64])]
+    #[case::falls_after_calm(&[(0.6, 10), (0.05, 20), (0.05, 5_019), (0.05, 5_020), (0.05, 10_020)], &[8, 8, 8, 0, 0])]
+    #[case::calm_is_broken_by_load(&[(0.6, 10), (0.05, 20), (0.3, 3_000), (0.05, 5_020), (0.05, 10_019)], &[8, 8, 8, 8, 8])]
+    fn level_follows_the_fill(#[case] seen: &[(f64, u64)], #[case] levels: &[u8]) {
+        let mut s = Shedder::new(1.0);
+        let got: Vec<u8> = seen
+            .iter()
+            .map(|&(used, ms)| {
+                s.observe_fill(used, ms * MS);
+                s.level()
+            })
+            .collect();
+        assert_eq!(got, levels);
+    }
+
+    /// (cores used over a window, fill) in turn, a window apart, and the level after each.
+    #[rstest]
+    #[case::under_budget(&[(0.4, 0.0), (0.49, 0.0)], &[0, 0])]
+    // Twice the budget: 64 * 0.5 * 0.8 = 25 shares kept; then 25 * 0.5/0.75 * 0.8 = 13.
+    #[case::shrinks_in_proportion(&[(1.0, 0.0), (1.0, 0.0), (1.0, 0.0), (0.75, 0.0), (0.45, 0.0)], &[39, 39, 39, 51, 51])]
+    #[case::never_all(&[(9.0, 0.0), (9.0, 0.0), (9.0, 0.0), (9.0, 0.0), (9.0, 0.0), (9.0, 0.0)], &[62, 62, 62, 63, 63, 63])]
+    #[case::no_fall_while_busy(&[(0.6, 0.0), (0.4, 0.05), (0.4, 0.05)], &[22, 22, 22])]
+    #[case::falls_once_calm(&[(0.6, 0.0), (0.2, 0.05)], &[22, 14])]
+    fn level_follows_the_cpu(#[case] seen: &[(f64, f64)], #[case] levels: &[u8]) {
+        let mut s = Shedder::new(0.5);
+        let mut now = CPU_STEP_NS;
+        let got: Vec<u8> = seen
+            .iter()
+            .map(|&(cores, used)| {
+                now += CPU_WINDOW_NS;
+                s.observe_cpu(cores, now);
+                // A long calm stretch of fill between windows.
+                s.observe_fill(used, now);
+                s.observe_fill(used, now + CALM_NS);
+                s.level()
+            })
+            .collect();
+        assert_eq!(got, levels);
+    }
+}
