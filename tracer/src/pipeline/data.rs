@@ -112,7 +112,11 @@ impl DataThread {
                 let cores =
                     cpu.saturating_sub(cpu_then) as f64 / now.saturating_sub(cpu_tick) as f64;
                 (cpu_tick, cpu_then) = (now, cpu);
-                self.conns.observe_cpu(cores, now);
+                // Not in the first second: start-up work (the first reads of /proc, the
+                // connections already open) is not what traffic costs.
+                if now.saturating_sub(start) >= shed::CPU_SETTLE_NS {
+                    self.conns.observe_cpu(cores, now);
+                }
             }
             if now.saturating_sub(link_tick) >= LINK_TICK_NS {
                 link_tick = now;

@@ -13,8 +13,8 @@
 //! - Fill of the ring buffer, read every [`FILL_EVERY`] records: above [`HIGH`], and no lower
 //!   than it has been since the last change, an eighth more is shed per eighth of the ring
 //!   filled past [`HIGH`] (at most every [`STEP_NS`]), up to all.
-//! - Calm (fill under [`LOW`] and CPU under [`CPU_CALM`] of the budget for [`CALM_NS`]): an
-//!   eighth less.
+//! - Calm (fill under [`LOW`] and CPU under [`CPU_CALM`] of the budget for [`CALM_NS`]): half
+//!   as many shares shed.
 //! - Shedding is for good: the kernel stops capturing the connection (its syscalls then cost one
 //!   lookup), its records already in the ring buffer are discarded, and both are counted. A lower
 //!   level spares connections opened from then on.
@@ -29,10 +29,12 @@ pub const BUCKETS: u8 = 64;
 const FILL_STEP: u8 = BUCKETS / 8;
 /// Records read between two looks at the fill.
 pub const FILL_EVERY: usize = 32;
-/// Fill of the ring buffer above which more connections are shed.
-pub const HIGH: f64 = 0.5;
+/// Fill of the ring buffer above which more connections are shed: a quarter, far past what
+/// waits between two wake-ups of the reader, and early enough that the backlog to work off stays
+/// small.
+pub const HIGH: f64 = 0.25;
 /// Fill below which the level may fall again.
-pub const LOW: f64 = 0.1;
+pub const LOW: f64 = 0.05;
 /// Least time between two rises for the fill: each gives the kernel time to stop the
 /// connections shed.
 pub const STEP_NS: u64 = 10_000_000;
@@ -40,6 +42,8 @@ pub const STEP_NS: u64 = 10_000_000;
 pub const CALM_NS: u64 = 5_000_000_000;
 /// How often the agent's CPU is read.
 pub const CPU_WINDOW_NS: u64 = 100_000_000;
+/// The agent's CPU is not watched until this long after it started.
+pub const CPU_SETTLE_NS: u64 = 1_000_000_000;
 /// Least time between two rises for CPU.
 pub const CPU_STEP_NS: u64 = 300_000_000;
 /// Share of the CPU budget under which the agent counts as calm.
@@ -109,7 +113,7 @@ impl Shedder {
             let since = *self.calm_since.get_or_insert(now);
             if now.saturating_sub(since) >= CALM_NS {
                 self.calm_since = Some(now);
-                return self.set(self.level.saturating_sub(FILL_STEP), now);
+                return self.set(self.level / 2, now);
             }
         } else {
             self.calm_since = None;
@@ -153,13 +157,13 @@ mod tests {
 
     /// (fill, ms since start) observed in turn, and the level after each.
     #[rstest]
-    #[case::quiet(&[(0.0, 0), (0.3, 10), (0.49, 20)], &[0, 0, 0])]
-    #[case::rises_an_eighth_per_step(&[(0.55, 10), (0.6, 12), (0.6, 20), (0.62, 30)], &[8, 8, 16, 24])]
-    #[case::larger_steps_when_fuller(&[(0.7, 10), (0.8, 20), (0.99, 30)], &[16, 40, 64])]
-    #[case::not_while_the_backlog_shrinks(&[(0.6, 10), (0.55, 20), (0.52, 30), (0.53, 40)], &[8, 8, 8, 16])]
-    #[case::up_to_all(&[(0.6, 10), (0.6, 20), (0.6, 30), (0.6, 40), (0.6, 50), (0.6, 60), (0.6, 70), (0.6, 80), (0.6, 90)], &[8, 16, 24, 32, 40, 48, 56, 64, 64])]
-    #[case::falls_after_calm(&[(0.6, 10), (0.05, 20), (0.05, 5_019), (0.05, 5_020), (0.05, 10_020)], &[8, 8, 8, 0, 0])]
-    #[case::calm_is_broken_by_load(&[(0.6, 10), (0.05, 20), (0.3, 3_000), (0.05, 5_020), (0.05, 10_019)], &[8, 8, 8, 8, 8])]
+    #[case::quiet(&[(0.0, 0), (0.1, 10), (0.24, 20)], &[0, 0, 0])]
+    #[case::rises_an_eighth_per_step(&[(0.3, 10), (0.32, 12), (0.32, 20), (0.34, 30)], &[8, 8, 16, 24])]
+    #[case::larger_steps_when_fuller(&[(0.45, 10), (0.55, 20), (0.99, 30)], &[16, 40, 64])]
+    #[case::not_while_the_backlog_shrinks(&[(0.35, 10), (0.3, 20), (0.28, 30), (0.29, 40)], &[8, 8, 8, 16])]
+    #[case::up_to_all(&[(0.3, 10), (0.3, 20), (0.3, 30), (0.3, 40), (0.3, 50), (0.3, 60), (0.3, 70), (0.3, 80), (0.3, 90)], &[8, 16, 24, 32, 40, 48, 56, 64, 64])]
+    #[case::falls_by_half_after_calm(&[(0.3, 10), (0.3, 20), (0.01, 30), (0.01, 5_029), (0.01, 5_030), (0.01, 10_030)], &[8, 16, 16, 16, 8, 4])]
+    #[case::calm_is_broken_by_load(&[(0.3, 10), (0.01, 20), (0.1, 3_000), (0.01, 5_020), (0.01, 10_019)], &[8, 8, 8, 8, 8])]
     fn level_follows_the_fill(#[case] seen: &[(f64, u64)], #[case] levels: &[u8]) {
         let mut s = Shedder::new(1.0);
         let got: Vec<u8> = seen
@@ -178,8 +182,8 @@ mod tests {
     // Twice the budget: 64 * 0.5 * 0.8 = 25 shares kept; then 25 * 0.5/0.75 * 0.8 = 13.
     #[case::shrinks_in_proportion(&[(1.0, 0.0), (1.0, 0.0), (1.0, 0.0), (0.75, 0.0), (0.45, 0.0)], &[39, 39, 39, 51, 51])]
     #[case::never_all(&[(9.0, 0.0), (9.0, 0.0), (9.0, 0.0), (9.0, 0.0), (9.0, 0.0), (9.0, 0.0)], &[62, 62, 62, 63, 63, 63])]
-    #[case::no_fall_while_busy(&[(0.6, 0.0), (0.4, 0.05), (0.4, 0.05)], &[22, 22, 22])]
-    #[case::falls_once_calm(&[(0.6, 0.0), (0.2, 0.05)], &[22, 14])]
+    #[case::no_fall_while_busy(&[(0.6, 0.0), (0.4, 0.01), (0.4, 0.01)], &[22, 22, 22])]
+    #[case::falls_once_calm(&[(0.6, 0.0), (0.2, 0.01)], &[22, 11])]
     fn level_follows_the_cpu(#[case] seen: &[(f64, f64)], #[case] levels: &[u8]) {
         let mut s = Shedder::new(0.5);
         let mut now = CPU_STEP_NS;
