@@ -492,8 +492,11 @@ impl crate::pipeline::conns::KernelConns for ConnTable {
 
     /// The entry is rewritten whole; a program holding the old one finishes its syscall with
     /// it, and the next one finds the connection ignored.
-    fn ignore(&mut self, sock: u64) {
+    fn ignore(&mut self, sock: u64, conn_id: u64) {
         if let Ok(mut st) = self.map.get(&sock, 0) {
+            if st.conn_id != conn_id {
+                return;
+            }
             st.state = tracer_common::conn::state::IGNORED;
             // BPF_EXIST: only over an existing entry; one the socket's close removed stays removed.
             let _ = self.map.insert(sock, st, BPF_EXIST);

@@ -189,8 +189,9 @@ impl Sink {
 pub trait KernelConns: Send {
     /// Forget the connection, so that its next syscall announces it again.
     fn forget(&mut self, sock: u64);
-    /// Capture nothing more of the connection: its syscalls then cost one lookup.
-    fn ignore(&mut self, sock: u64);
+    /// Capture nothing more of connection `conn_id`: its syscalls then cost one lookup. A
+    /// socket that carries another connection by now (closed, its memory reused) is left alone.
+    fn ignore(&mut self, sock: u64, conn_id: u64);
 }
 
 pub struct ConnsStage {
@@ -294,7 +295,7 @@ impl ConnsStage {
             self.sink.stats.requests_shed.add(p.pending_count() as u64);
         }
         if let Some(k) = self.kernel.as_mut() {
-            k.ignore(conn.sock);
+            k.ignore(conn.sock, conn.meta.conn_id);
         }
         self.shed.put(conn.meta.conn_id, ());
         self.sink.forget(conn);
@@ -476,5 +477,135 @@ impl ConnsStage {
     /// Requests still waiting at shutdown (counted, not reported as spans).
     pub fn pending_at_exit(&mut self) -> u64 {
         self.table.with_pending().count() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tracer_common::{
+        conn::{role, ConnEvent, AF_INET},
+        data::syscall,
+        event::{kind, EventHeader},
+    };
+
+    use super::*;
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    /// What the stage asked of the kernel: (forget or ignore, socket, connection id).
+    #[derive(Clone, Default)]
+    struct Asked(Arc<Mutex<Vec<(&'static str, u64, u64)>>>);
+
+    impl KernelConns for Asked {
+        fn forget(&mut self, sock: u64) {
+            self.0.lock().unwrap().push(("forget", sock, 0));
+        }
+        fn ignore(&mut self, sock: u64, conn_id: u64) {
+            self.0.lock().unwrap().push(("ignore", sock, conn_id));
+        }
+    }
+
+    fn open(conn_id: u64, remote_port: u16) -> RawEvent<'static> {
+        let mut ev = ConnEvent {
+            header: EventHeader {
+                kind: kind::CONN_OPEN,
+                _pad: 0,
+            },
+            conn_id,
+            tgid: 1,
+            fd: 5,
+            family: AF_INET,
+            local_port: 8080,
+            remote_port,
+            role: role::SERVER,
+            sock: 0x1000 + conn_id,
+            ..Default::default()
+        };
+        ev.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        RawEvent::Open(ev)
+    }
+
+    fn data(conn_id: u64, dir: u8, bytes: &'static [u8], ts: u64) -> RawEvent<'static> {
+        RawEvent::Data(DataEvent {
+            header: DataHeader {
+                header: EventHeader {
+                    kind: kind::DATA,
+                    _pad: 0,
+                },
+                ts_enter_ns: ts,
+                ts_exit_ns: ts + 1,
+                conn_id,
+                ret_len: bytes.len() as u64,
+                tgid: 1,
+                tid: 1,
+                fd: 5,
+                cap_len: bytes.len() as u32,
+                direction: dir,
+                syscall: syscall::READ,
+                ..Default::default()
+            },
+            bytes,
+        })
+    }
+
+    /// One request and its response on `conn_id`; returns how many exchanges came out.
+    fn exchange(stage: &mut ConnsStage, conn_id: u64, ts: u64) -> usize {
+        let mut out = Vec::new();
+        stage.handle(data(conn_id, direction::INGRESS, REQUEST, ts), &mut out);
+        stage.handle(
+            data(conn_id, direction::EGRESS, RESPONSE, ts + 10),
+            &mut out,
+        );
+        out.len()
+    }
+
+    #[test]
+    fn shed_connections_are_ignored_by_the_kernel_and_their_records_discarded() {
+        let stats = Arc::new(Stats::default());
+        let mut stage = ConnsStage::new(
+            ConnsConfig {
+                max_connections: 16,
+                request_timeout_ns: u64::MAX,
+                idle_timeout_ns: u64::MAX,
+                cpu_budget: 1.0,
+            },
+            stats.clone(),
+        );
+        let asked = Asked::default();
+        stage.with_kernel(Box::new(asked.clone()));
+        let mut out = Vec::new();
+        stage.handle(open(7, 40000), &mut out);
+        assert_eq!(exchange(&mut stage, 7, 100), 1);
+
+        // The ring buffer nearly full, twice a step apart: everything is shed, the kernel told.
+        stage.observe_fill(0.99, shed::STEP_NS);
+        stage.observe_fill(0.99, 2 * shed::STEP_NS);
+        assert_eq!(stage.shedder.level(), shed::BUCKETS);
+        assert_eq!(*asked.0.lock().unwrap(), vec![("ignore", 0x1007, 7)]);
+        assert_eq!(exchange(&mut stage, 7, 2_000), 0);
+        assert_eq!(stats.records_shed.get(), 2);
+
+        // A connection opened now is shed at once.
+        stage.handle(open(8, 40001), &mut out);
+        assert_eq!(exchange(&mut stage, 8, 3_000), 0);
+        assert_eq!(stats.conns_shed.get(), 2);
+        assert_eq!(stats.records_shed.get(), 4);
+        assert_eq!(stage.table.len(), 0);
+
+        // Once closed, a shed connection is forgotten: later records are of no connection.
+        stage.handle(
+            RawEvent::Close {
+                conn_id: 7,
+                ts_ns: 4_000,
+            },
+            &mut out,
+        );
+        assert_eq!(exchange(&mut stage, 7, 5_000), 0);
+        assert_eq!(stats.records_shed.get(), 4);
+        assert_eq!(stats.data_unknown_conn.get(), 2);
     }
 }
