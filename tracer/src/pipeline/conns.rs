@@ -495,9 +495,12 @@ mod tests {
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
-    /// What the stage asked of the kernel: (forget or ignore, socket, connection id).
+    /// A request to the kernel: (forget or ignore, socket, connection id).
+    type Request = (&'static str, u64, u64);
+
+    /// What the stage asked of the kernel.
     #[derive(Clone, Default)]
-    struct Asked(Arc<Mutex<Vec<(&'static str, u64, u64)>>>);
+    struct Asked(Arc<Mutex<Vec<Request>>>);
 
     impl KernelConns for Asked {
         fn forget(&mut self, sock: u64) {
