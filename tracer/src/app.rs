@@ -271,7 +271,7 @@ fn print_summary(stats: &Stats, pending: u64, export_lines: &[String]) {
     );
     if stats.conns_shed.get() > 0 {
         eprintln!(
-            "tracer: overload (the agent fell behind the kernel): connections no longer captured={}, their records discarded={}, their requests dropped while waiting={}",
+            "tracer: overload (the agent fell behind the kernel or passed its --cpu-budget): connections no longer captured={}, their records discarded={}, their requests dropped while waiting={}",
             stats.conns_shed.get(),
             stats.records_shed.get(),
             stats.requests_shed.get(),
