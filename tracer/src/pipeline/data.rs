@@ -29,8 +29,6 @@ use crate::{clock::Clock, span::SpanRecord, stats::Stats};
 const CONNS_TICK_NS: u64 = 250_000_000;
 /// How often the linker releases spans whose parent did not come in time.
 const LINK_TICK_NS: u64 = 100_000_000;
-/// How long the data thread waits for room in a full export channel before it looks again.
-const EXPORT_FULL_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
 /// After this long without records, the memory freed since the last burst goes back to the
 /// system (see `alloc::trim`).
 const QUIET_NS: u64 = 1_000_000_000;
@@ -154,19 +152,18 @@ impl DataThread {
     fn export(&mut self, linked: &mut Vec<SpanRecord>) -> bool {
         while !linked.is_empty() {
             let n = linked.len().min(BATCH);
-            let mut refs: Vec<SpanRef> = linked.drain(..n).map(Arc::new).collect();
+            let refs: Vec<SpanRef> = linked.drain(..n).map(Arc::new).collect();
             // Back-pressure: a full channel holds this thread back, and meanwhile the ring
-            // buffer fills: the overload shedding watches it here too.
-            loop {
-                match self.link_to_export.try_send(refs) {
-                    Ok(()) => break,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                    Err(mpsc::error::TrySendError::Full(back)) => {
-                        refs = back;
-                        if let Some(f) = &self.fill {
-                            self.conns.observe_fill(f.used(), Clock::mono_now());
-                        }
-                        std::thread::sleep(EXPORT_FULL_WAIT);
+            // buffer fills: the overload shedding looks at it before the wait.
+            match self.link_to_export.try_send(refs) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if let Some(f) = &self.fill {
+                        self.conns.observe_fill(f.used(), Clock::mono_now());
+                    }
+                    if self.link_to_export.blocking_send(back).is_err() {
+                        return false;
                     }
                 }
             }
