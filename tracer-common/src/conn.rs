@@ -43,6 +43,18 @@ pub mod state {
     }
 }
 
+/// Values of [`ConnState::announced`].
+pub mod announced {
+    /// Not yet: the protocol is undecided, or the open record was lost (it is sent again before
+    /// the next record).
+    pub const NO: u8 = 0;
+    pub const YES: u8 = 1;
+    /// The agent dropped the connection from its table while it was open: the next record is
+    /// preceded by a new open record with the same connection id, so that the agent carries on
+    /// with the connection where it left it.
+    pub const AGAIN: u8 = 2;
+}
+
 /// Value of the kernel's file descriptor cache: the socket behind the fd.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,7 +114,7 @@ pub struct ConnState {
     pub sniff_budget: u8,
     /// Non-zero when a record of this connection was lost (ring buffer full).
     pub lost: u8,
-    /// Non-zero once [`crate::event::kind::CONN_OPEN`] was sent.
+    /// One of [`announced`]: whether [`crate::event::kind::CONN_OPEN`] was sent.
     pub announced: u8,
     pub _pad: [u8; 3],
 }
@@ -152,7 +164,8 @@ pub struct ConnEvent {
     /// Executable name (task comm), NUL padded.
     pub comm: [u8; 16],
     /// Key of the connection in the kernel's connection table (see [`FdEntry::sock`]): the
-    /// agent deletes that entry to have the connection announced again.
+    /// agent marks that entry [`announced::AGAIN`] to have the connection announced again, or
+    /// [`state::IGNORED`] to have it left alone.
     pub sock: u64,
 }
 crate::assert_size!(ConnEvent, 112);

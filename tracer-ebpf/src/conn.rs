@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{
     config::filter,
-    conn::{role, state, ConnEvent, ConnKey, ConnState, AF_INET, AF_INET6},
+    conn::{announced, role, state, ConnEvent, ConnKey, ConnState, AF_INET, AF_INET6},
     event::{kind, EventHeader},
     offsets::Offsets,
     stats,
@@ -364,7 +364,7 @@ pub fn emit_open(sock: u64, fd: i32, st: &mut ConnState) -> Result<(), i64> {
     if EVENTS.output::<ConnEvent>(&ev, 0).is_err() {
         count(stats::RINGBUF_DROPS_CONN);
     } else {
-        st.announced = 1;
+        st.announced = announced::YES;
     }
     count(stats::CONNS_OPENED);
     Ok(())
@@ -379,7 +379,7 @@ pub fn close_sock(sock: u64) {
     };
     let _ = CONNS.remove(&sock);
     let _ = SNIFF.remove(&sock);
-    if st.announced == 0 {
+    if st.announced == announced::NO {
         return;
     }
     count(stats::CONNS_CLOSED);

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     classify::{classify_sample, Flow, Kind, Sample, Verdict, PREFIX},
-    conn::{role, state, ConnKey, ConnState, SniffBuf},
+    conn::{announced, role, state, ConnKey, ConnState, SniffBuf},
     data::{direction, flags, DataHeader, DataRecord, MAX_CAPTURE, MAX_IOV},
     event::{kind, EventHeader},
     stats,
@@ -438,6 +438,14 @@ pub fn exit(ctx: &TracePointContext) -> Result<(), i64> {
             let _ = unsafe { SNIFF_PROG.tail_call(ctx, 0) };
         }
         return Ok(());
+    }
+    if st.announced != announced::YES {
+        // The agent dropped the connection from its table (or never got its open record): it
+        // learns it again before this record, under the same id.
+        if st.announced == announced::AGAIN {
+            count(stats::CONNS_READOPTED);
+        }
+        emit_open(args.sock, args.fd, st)?;
     }
     emit(ctx, pid_tgid, &args, moved as u64, st, rec, copied);
     Ok(())

@@ -485,19 +485,40 @@ pub struct ConnTable {
 }
 
 impl crate::pipeline::conns::KernelConns for ConnTable {
-    /// A missing entry (the socket closed meanwhile) needs nothing.
-    fn forget(&mut self, sock: u64) {
-        let _ = self.map.remove(&sock);
+    /// A missing entry (the socket closed meanwhile) or one of another connection needs
+    /// nothing; one not announced yet will be anyway.
+    fn announce_again(&mut self, sock: u64, conn_id: u64) {
+        self.rewrite(sock, conn_id, |st| {
+            if st.announced == tracer_common::conn::announced::YES {
+                st.announced = tracer_common::conn::announced::AGAIN;
+            }
+        });
     }
 
     /// The entry is rewritten whole; a program holding the old one finishes its syscall with
     /// it, and the next one finds the connection ignored.
     fn ignore(&mut self, sock: u64, conn_id: u64) {
+        self.rewrite(sock, conn_id, |st| {
+            st.state = tracer_common::conn::state::IGNORED
+        });
+    }
+}
+
+impl ConnTable {
+    /// Apply `f` to the entry of `sock` if it still holds connection `conn_id` (a socket closed
+    /// meanwhile may carry another one by now). The entry is rewritten whole: a program holding
+    /// the old one finishes its syscall with it, and the next one sees the change.
+    fn rewrite(
+        &mut self,
+        sock: u64,
+        conn_id: u64,
+        f: impl FnOnce(&mut tracer_common::conn::ConnState),
+    ) {
         if let Ok(mut st) = self.map.get(&sock, 0) {
             if st.conn_id != conn_id {
                 return;
             }
-            st.state = tracer_common::conn::state::IGNORED;
+            f(&mut st);
             // BPF_EXIST: only over an existing entry; one the socket's close removed stays removed.
             let _ = self.map.insert(sock, st, BPF_EXIST);
         }

@@ -187,8 +187,9 @@ impl Sink {
 /// What the conns stage asks of the kernel's connection table, by a connection's socket key
 /// (`ConnEvent::sock`).
 pub trait KernelConns: Send {
-    /// Forget the connection, so that its next syscall announces it again.
-    fn forget(&mut self, sock: u64);
+    /// Announce connection `conn_id` again (same id) before its next record: the agent dropped
+    /// it from its table while open.
+    fn announce_again(&mut self, sock: u64, conn_id: u64);
     /// Capture nothing more of connection `conn_id`: its syscalls then cost one lookup. A
     /// socket that carries another connection by now (closed, its memory reused) is left alone.
     fn ignore(&mut self, sock: u64, conn_id: u64);
@@ -202,7 +203,7 @@ pub struct ConnsStage {
     /// discarded.
     shed: FastLru<u64, ()>,
     /// Connections dropped from the table while open, by id: records of theirs the kernel sent
-    /// before it forgot them (the agent drops them asynchronously) pick them up again.
+    /// before it was asked to announce them again (asynchronously) pick them up again.
     dropped: FastLru<u64, (Arc<ConnMeta>, u64)>,
     table: ConnTable,
     processes: ProcessCache,
@@ -221,7 +222,7 @@ impl ConnsStage {
             kernel: None,
             shedder: Shedder::new(cfg.cpu_budget),
             shed: hash::lru(cfg.max_connections.max(DROPPED_REMEMBERED)),
-            // Records in flight when the kernel forgets a connection are many when a small table
+            // Records in flight when the agent drops a connection are many when a small table
             // churns: remember at least DROPPED_REMEMBERED (metadata only, a few hundred bytes).
             dropped: hash::lru(cfg.max_connections.max(DROPPED_REMEMBERED)),
             table: ConnTable::new(cfg.max_connections),
@@ -237,9 +238,8 @@ impl ConnsStage {
         }
     }
 
-    /// Connections dropped from the table while still open are forgotten by the kernel too, so
-    /// they are announced again (as connections older than the tracer) when next used; shed
-    /// ones are ignored by it.
+    /// Connections dropped from the table while still open are announced again by the kernel
+    /// when next used; shed ones are ignored by it.
     pub fn with_kernel(&mut self, k: Box<dyn KernelConns>) {
         self.kernel = Some(k);
     }
@@ -309,7 +309,13 @@ impl ConnsStage {
     /// Handle one record; parsed messages are appended to `out`.
     pub fn handle(&mut self, ev: RawEvent<'_>, out: &mut Vec<Parsed>) {
         match ev {
+            RawEvent::Open(ev) if self.table.get_mut(ev.conn_id).is_some() => {
+                // Announced again (see `drop_open`) after its records on their way picked it up
+                // again: it carries on.
+            }
             RawEvent::Open(ev) => {
+                // Announced again, or new.
+                self.dropped.pop(&ev.conn_id);
                 tracing::trace!(
                     conn = ev.conn_id,
                     pid = ev.tgid,
@@ -433,8 +439,8 @@ impl ConnsStage {
         self.pairs.remove(&conn.meta);
     }
 
-    /// An open connection leaves the table (full, or idle): the kernel forgets it too, so its
-    /// next syscall announces it again. Its requests still waiting are dropped and counted, not
+    /// An open connection leaves the table (full, or idle): the kernel announces it again (same
+    /// id) before its next record. Its requests still waiting are dropped and counted, not
     /// reported as unanswered: their responses may well come, on the connection announced again.
     fn drop_open(&mut self, conn: &mut Conn) {
         if let Some(p) = conn.parser.as_ref() {
@@ -444,7 +450,7 @@ impl ConnsStage {
                 .add(p.pending_count() as u64);
         }
         if let Some(k) = self.kernel.as_mut() {
-            k.forget(conn.sock);
+            k.announce_again(conn.sock, conn.meta.conn_id);
         }
         self.dropped
             .put(conn.meta.conn_id, (conn.meta.clone(), conn.sock));
@@ -495,7 +501,7 @@ mod tests {
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
-    /// A request to the kernel: (forget or ignore, socket, connection id).
+    /// A request to the kernel: (announce or ignore, socket, connection id).
     type Request = (&'static str, u64, u64);
 
     /// What the stage asked of the kernel.
@@ -503,8 +509,8 @@ mod tests {
     struct Asked(Arc<Mutex<Vec<Request>>>);
 
     impl KernelConns for Asked {
-        fn forget(&mut self, sock: u64) {
-            self.0.lock().unwrap().push(("forget", sock, 0));
+        fn announce_again(&mut self, sock: u64, conn_id: u64) {
+            self.0.lock().unwrap().push(("announce", sock, conn_id));
         }
         fn ignore(&mut self, sock: u64, conn_id: u64) {
             self.0.lock().unwrap().push(("ignore", sock, conn_id));
@@ -555,6 +561,56 @@ mod tests {
         })
     }
 
+    fn stage(max_connections: usize, stats: Arc<Stats>) -> ConnsStage {
+        ConnsStage::new(
+            ConnsConfig {
+                max_connections,
+                request_timeout_ns: u64::MAX,
+                idle_timeout_ns: u64::MAX,
+                cpu_budget: 1.0,
+            },
+            stats,
+        )
+    }
+
+    /// Connection 1 is pushed out of a 2-slot table: the kernel is asked to announce it again.
+    /// A request of it may have been on its way then (`in_flight`), picking it up again; the
+    /// kernel's new open record comes before its request (unless in flight) and its response,
+    /// or not at all (`announced`: the connection stayed out of the kernel's table since, its
+    /// response on its way too). Its exchange completes either way.
+    #[rstest::rstest]
+    #[case::request_in_flight(true, true)]
+    #[case::nothing_in_flight(false, true)]
+    #[case::all_in_flight(true, false)]
+    fn a_connection_dropped_from_the_table_carries_on(
+        #[case] in_flight: bool,
+        #[case] announced: bool,
+    ) {
+        let stats = Arc::new(Stats::default());
+        let mut stage = stage(2, stats.clone());
+        let asked = Asked::default();
+        stage.with_kernel(Box::new(asked.clone()));
+        let mut out = Vec::new();
+        for id in 1..=3 {
+            stage.handle(open(id, 40000 + id as u16), &mut out);
+        }
+        assert_eq!(*asked.0.lock().unwrap(), vec![("announce", 0x1001, 1)]);
+        if in_flight {
+            stage.handle(data(1, direction::INGRESS, REQUEST, 100), &mut out);
+        }
+        if announced {
+            stage.handle(open(1, 40001), &mut out);
+        }
+        if !in_flight {
+            stage.handle(data(1, direction::INGRESS, REQUEST, 100), &mut out);
+        }
+        stage.handle(data(1, direction::EGRESS, RESPONSE, 200), &mut out);
+        let ids: Vec<u64> = out.iter().map(|p| p.exchange.conn_id).collect();
+        assert_eq!(ids, vec![1]);
+        assert_eq!(stats.data_unknown_conn.get(), 0);
+        assert_eq!(stats.requests_dropped_evicted.get(), 0);
+    }
+
     /// One request and its response on `conn_id`; returns how many exchanges came out.
     fn exchange(stage: &mut ConnsStage, conn_id: u64, ts: u64) -> usize {
         let mut out = Vec::new();
@@ -569,15 +625,7 @@ mod tests {
     #[test]
     fn shed_connections_are_ignored_by_the_kernel_and_their_records_discarded() {
         let stats = Arc::new(Stats::default());
-        let mut stage = ConnsStage::new(
-            ConnsConfig {
-                max_connections: 16,
-                request_timeout_ns: u64::MAX,
-                idle_timeout_ns: u64::MAX,
-                cpu_budget: 1.0,
-            },
-            stats.clone(),
-        );
+        let mut stage = stage(16, stats.clone());
         let asked = Asked::default();
         stage.with_kernel(Box::new(asked.clone()));
         let mut out = Vec::new();
