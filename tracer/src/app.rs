@@ -82,7 +82,7 @@ pub fn run(cli: Cli) -> Result<()> {
             max_connections: cli.max_connections,
             request_timeout_ns: cli.request_timeout().as_nanos() as u64,
             idle_timeout_ns: cli.idle_timeout().as_nanos() as u64,
-            cpu_budget: cli.cpu_budget,
+            cpu_budget: cli.cpu_budget_cores(),
         },
         stats.clone(),
     );

@@ -55,11 +55,12 @@ pub struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 4)]
     pub ring_buffer_mib: u32,
 
-    /// CPU the agent may use, in cores. Past it, or when the kernel's records come faster than
-    /// the agent reads them, a growing share of connections (eighths, chosen by their
-    /// addresses, both ends alike) stops being captured; the summary and /metrics count them.
-    #[arg(long, value_name = "CORES", default_value_t = 0.5, value_parser = cpu_budget)]
-    pub cpu_budget: f64,
+    /// CPU the agent may use, in cores [default: an eighth of the CPUs available to it, at
+    /// least 0.25]. Past it, or when the kernel's records come faster than the agent reads
+    /// them, a growing share of connections (chosen by their addresses, both ends alike) stops
+    /// being captured; the summary and /metrics count them.
+    #[arg(long, value_name = "CORES", value_parser = cpu_budget)]
+    pub cpu_budget: Option<f64>,
 
     /// A request without a response after this many seconds is reported with an error status.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -105,6 +106,16 @@ impl Cli {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout)
+    }
+
+    /// `--cpu-budget`, or its default: an eighth of the CPUs this process may run on (its
+    /// cgroup's quota included), so that the agent's share of a host stays the same on any size
+    /// of host; at least a quarter of a core.
+    pub fn cpu_budget_cores(&self) -> f64 {
+        self.cpu_budget.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cpus as f64 / 8.0).max(0.25)
+        })
     }
 }
 
