@@ -61,6 +61,15 @@ pub struct ArgSlot {
 }
 crate::assert_size!(ArgSlot, 48);
 
+/// Value of `ARG_SPILL` (one per slot of `ARG_SLOTS`): non-zero once an entry of a thread of
+/// that slot went to the `ARGS` hash (the slot was taken, or the agent seeded it). An exit whose
+/// thread does not hold its slot looks in the hash only then: most exits are of syscalls whose
+/// entry saved nothing (files, untraced sockets), and a hash lookup that misses cost them more
+/// than the rest of the exit. It is never cleared: clearing it races with the next entry that
+/// spills (the kernel has no atomic read-modify-write here), and a slot that always looks costs
+/// no more than every slot did.
+pub const SPILLED: u8 = 1;
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid.

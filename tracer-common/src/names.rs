@@ -10,6 +10,7 @@ pub const MAP_SNIFF_PROG: &str = "SNIFF_PROG";
 pub const MAP_FILTER_CHILDREN: &str = "FILTER_CHILDREN";
 pub const MAP_ARGS: &str = "ARGS";
 pub const MAP_ARG_SLOTS: &str = "ARG_SLOTS";
+pub const MAP_ARG_SPILL: &str = "ARG_SPILL";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_SCRATCH: &str = "SCRATCH";
 pub const MAP_CONN_IDS: &str = "CONN_IDS";

@@ -18,8 +18,8 @@ use crate::{
     conn::{emit_open, lookup, process_allowed},
     fds, inject,
     maps::{
-        count, ExitCtx, ARGS, ARG_SLOTS, CONFIG, CONNS, EVENTS, EXIT_CTX, FDS, HEAD_PROG, SCRATCH,
-        SNIFF, SNIFF_PROG,
+        count, ExitCtx, ARGS, ARG_SLOTS, ARG_SPILL, CONFIG, CONNS, EVENTS, EXIT_CTX, FDS,
+        HEAD_PROG, SCRATCH, SNIFF, SNIFF_PROG,
     },
 };
 
@@ -113,6 +113,12 @@ fn slot(tid: u32) -> Option<*mut ArgSlot> {
     ARG_SLOTS.get_ptr_mut(tid & (tracer_common::args::ARG_SLOTS - 1))
 }
 
+/// The spill mark of thread `tid`'s slot (see `ARG_SPILL`).
+#[inline(always)]
+fn spill_mark(tid: u32) -> Option<*mut u8> {
+    ARG_SPILL.get_ptr_mut(tid & (tracer_common::args::ARG_SLOTS - 1))
+}
+
 /// Save a syscall's arguments for its exit: in the thread's slot, or in the `ARGS` hash when
 /// another thread holds the slot.
 #[inline(always)]
@@ -132,6 +138,9 @@ pub fn save_args(pid_tgid: u64, args: Args) {
     }
     if ARGS.insert(pid_tgid, args, 0).is_err() {
         count(stats::ARGS_TABLE_FULL);
+    } else if let Some(m) = spill_mark(tid) {
+        // SAFETY: valid map value pointer; a byte store, the same value from every writer.
+        unsafe { core::ptr::write_volatile(m, tracer_common::args::SPILLED) };
     }
 }
 
@@ -214,6 +223,10 @@ pub fn take_args() -> Option<(u64, Args)> {
             s.tid = 0;
             return Some((pid_tgid, args));
         }
+    }
+    // SAFETY: valid map value pointer.
+    if unsafe { core::ptr::read_volatile(spill_mark(tid)?) } == 0 {
+        return None;
     }
     // SAFETY: read-only lookup; the value is copied out before removal.
     let args = unsafe { ARGS.get(&pid_tgid) }.copied()?;

@@ -82,6 +82,11 @@ pub static ARGS: HashMap<u64, Args> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static ARG_SLOTS: Array<ArgSlot> = Array::with_max_entries(tracer_common::args::ARG_SLOTS, 0);
 
+/// tid % ARG_SLOTS -> whether that slot's threads ever had entries in `ARGS` (see
+/// `tracer_common::args::SPILLED`).
+#[map]
+pub static ARG_SPILL: Array<u8> = Array::with_max_entries(tracer_common::args::ARG_SLOTS, 0);
+
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);
 

@@ -407,6 +407,20 @@ impl Probes {
     /// Save the arguments of reads that were already blocked when the programs attached (see
     /// [`inflight`]); entries the probes wrote meanwhile are kept.
     fn seed_inflight_reads(&mut self) -> Result<usize, LoadError> {
+        let blocked = inflight::scan(std::path::Path::new("/proc"), std::process::id());
+        // The slots' spill marks first: an exit that finds its entry must also look for it.
+        let name = names::MAP_ARG_SPILL;
+        let mut marks: aya::maps::Array<_, u8> =
+            aya::maps::Array::try_from(map_mut(&mut self.ebpf, name)?).map_err(|source| {
+                LoadError::Map {
+                    name,
+                    source: Box::new(source),
+                }
+            })?;
+        for b in &blocked {
+            let slot = (b.pid_tgid as u32) & (tracer_common::args::ARG_SLOTS - 1);
+            let _ = marks.set(slot, tracer_common::args::SPILLED, 0);
+        }
         let name = names::MAP_ARGS;
         let mut map: BpfHashMap<_, u64, tracer_common::args::Args> =
             BpfHashMap::try_from(map_mut(&mut self.ebpf, name)?).map_err(|source| {
@@ -417,7 +431,7 @@ impl Probes {
             })?;
         let now = crate::clock::Clock::mono_now();
         let mut seeded = 0;
-        for b in inflight::scan(std::path::Path::new("/proc"), std::process::id()) {
+        for b in blocked {
             // BPF_NOEXIST: the thread may have returned and entered a new read since the scan.
             if map.insert(b.pid_tgid, b.args(now), 1).is_ok() {
                 seeded += 1;
