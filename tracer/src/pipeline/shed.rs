@@ -45,7 +45,7 @@ pub const CALM_NS: u64 = 5_000_000_000;
 /// How often the agent's CPU is read.
 pub const CPU_WINDOW_NS: u64 = 100_000_000;
 /// The agent's CPU is not watched until this long after it started.
-pub const CPU_SETTLE_NS: u64 = 200_000_000;
+pub const CPU_SETTLE_NS: u64 = 1_000_000_000;
 /// Least time between two rises for CPU.
 pub const CPU_STEP_NS: u64 = 300_000_000;
 /// Share of the CPU budget under which the agent counts as calm.

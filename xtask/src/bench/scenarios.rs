@@ -566,11 +566,19 @@ pub fn pipeline(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
 
     // Raise a fixed request rate until the agent's exit summary shows ring-buffer losses (or the
     // load generator cannot keep up); every request yields two spans (generator + nginx).
+    // This is the pipeline's capacity: the CPU budget is lifted to every core (the default
+    // budget sheds past budget / CPU per span; the steps' "agent cores" show where that is).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let agent_args = [
+        ctx.agent_args.clone(),
+        vec!["--cpu-budget".into(), cpus.to_string()],
+    ]
+    .concat();
     let (mut nginx, port) = peers::nginx(&subdir(ctx, "nginx-rate")?)?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut steps = Table::new(
         &format!(
-            "3. span rate vs ring-buffer losses (variant b, {} s per step, 64 connections)",
+            "3. span rate vs ring-buffer losses (variant b with --cpu-budget {cpus}, {} s per step, 64 connections)",
             p.secs
         ),
         &[
@@ -612,7 +620,7 @@ pub fn pipeline(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     };
     let mut lost = false;
     for &rate in p.span_rates {
-        let agent = Agent::start(&ctx.tracer, &ctx.agent_args)?;
+        let agent = Agent::start(&ctx.tracer, &agent_args)?;
         let l = load::generate(
             addr,
             "/",
@@ -652,7 +660,7 @@ pub fn pipeline(ctx: &Ctx) -> Result<(Value, Vec<Table>)> {
     }
     if !lost {
         // Saturate with wrk (cheaper per request than our generator).
-        let agent = Agent::start(&ctx.tracer, &ctx.agent_args)?;
+        let agent = Agent::start(&ctx.tracer, &agent_args)?;
         let w = load::wrk(port, 1, 64, p.secs)?;
         let a = agent.finish()?;
         eprintln!(
@@ -1108,7 +1116,7 @@ pub fn targets(r: &serde_json::Map<String, Value>) -> Table {
     );
     let sps = f(&r, &["3_pipeline", "max_spans_per_s_zero_loss"]);
     row(
-        "≥ 50,000 spans/s with zero losses",
+        "≥ 50,000 spans/s with zero losses (CPU budget lifted)",
         sps,
         format!("{sps:.0} spans/s"),
         sps >= 50_000.0,
