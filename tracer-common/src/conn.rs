@@ -91,8 +91,46 @@ pub struct FdBits {
     /// Fds cached as not traced sockets (files, pipes, UNIX sockets, connections of a protocol
     /// not captured).
     pub plain: [u64; BITMAP_FDS / 64],
+    /// The sockets of traced fds, direct-mapped by fd (`fd % SOCK_SLOTS`), each slot tagged
+    /// with its fd in one word (see [`sock_slot`]): an entry program finds its socket here
+    /// without the cache's hash lookup. A slot another fd took sends that fd to the cache.
+    pub socks: [u64; SOCK_SLOTS],
 }
-crate::assert_size!(FdBits, 8 + BITMAP_FDS / 4);
+crate::assert_size!(FdBits, 8 + BITMAP_FDS / 4 + 8 * SOCK_SLOTS);
+
+/// Socket slots per process in [`FdBits`] (a power of two).
+pub const SOCK_SLOTS: usize = 64;
+
+/// The top 16 bits of the kernel addresses a socket slot holds: the direct map of x86-64 with
+/// 4-level paging, and of arm64 with 48-bit addresses. Sockets elsewhere (5-level paging) are
+/// not put in slots; the cache serves them.
+const KERNEL_TOP: u64 = 0xffff;
+
+/// The word a socket slot holds for socket `sock` at fd `fd`: the fd is folded into the top
+/// 16 bits, which are all ones in the sockets that slots take. One aligned word is read and
+/// written whole, so a reader never pairs one fd with another fd's socket. None when the
+/// socket or the fd does not fit.
+#[inline(always)]
+pub const fn sock_slot(sock: u64, fd: i32) -> Option<u64> {
+    if sock >> 48 != KERNEL_TOP || fd < 0 || fd > 0xffff {
+        return None;
+    }
+    Some(sock ^ ((fd as u64) << 48))
+}
+
+/// The socket a slot's word `w` holds for fd `fd`, if it holds one for that fd (see
+/// [`sock_slot`]): only that fd's tag restores the top bits.
+#[inline(always)]
+pub const fn slot_sock(w: u64, fd: i32) -> Option<u64> {
+    if fd < 0 || fd > 0xffff {
+        return None;
+    }
+    let sock = w ^ ((fd as u64) << 48);
+    if w == 0 || sock >> 48 != KERNEL_TOP {
+        return None;
+    }
+    Some(sock)
+}
 
 /// Address families as in `<sys/socket.h>`.
 pub const AF_INET: u16 = 2;
@@ -182,4 +220,65 @@ mod user {
     unsafe impl aya::Pod for super::SniffBuf {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use rstest::rstest;
+
+    use super::*;
+
+    const SOCK: u64 = 0xffff_8880_1234_5680;
+
+    /// (socket, fd stored, fd read back) and what the read finds.
+    #[rstest]
+    #[case::same_fd(SOCK, 7, 7, Some(SOCK))]
+    #[case::another_fd_of_the_slot(SOCK, 7, 7 + SOCK_SLOTS as i32, None)]
+    #[case::another_fd(SOCK, 7, 8, None)]
+    #[case::fd_zero(SOCK, 0, 0, Some(SOCK))]
+    #[case::highest_fd(SOCK, 0xffff, 0xffff, Some(SOCK))]
+    #[case::highest_fd_read_as_zero(SOCK, 0xffff, 0, None)]
+    fn a_slot_gives_its_socket_to_its_fd_only(
+        #[case] sock: u64,
+        #[case] stored: i32,
+        #[case] read: i32,
+        #[case] found: Option<u64>,
+    ) {
+        let w = sock_slot(sock, stored).unwrap();
+        assert_eq!(slot_sock(w, read), found);
+    }
+
+    #[rstest]
+    #[case::five_level_paging(0xff11_0000_1234_5680, 7)]
+    #[case::user_address(0x0000_7fff_1234_5680, 7)]
+    #[case::fd_too_large(SOCK, 0x10000)]
+    #[case::negative_fd(SOCK, -1)]
+    fn sockets_or_fds_that_do_not_fit_take_no_slot(#[case] sock: u64, #[case] fd: i32) {
+        assert_eq!(sock_slot(sock, fd), None);
+    }
+
+    #[test]
+    fn an_empty_slot_holds_nothing() {
+        for fd in [0, 1, 63, 64, 1023, 0xfffe, 0xffff] {
+            assert_eq!(slot_sock(0, fd), None, "fd {fd}");
+        }
+    }
+
+    /// Every fd's tag differs from every other's in the top bits, so no slot word written for
+    /// one fd restores a kernel address for another (checked over all pairs of one slot's fds).
+    #[test]
+    fn no_two_fds_share_a_tag() {
+        let words: Vec<(i32, u64)> = (0..=0xffff)
+            .step_by(SOCK_SLOTS)
+            .map(|fd| (fd, sock_slot(SOCK, fd).unwrap()))
+            .collect();
+        for &(stored, w) in &words {
+            for &(read, _) in &words {
+                assert_eq!(slot_sock(w, read).is_some(), stored == read);
+            }
+        }
+    }
 }

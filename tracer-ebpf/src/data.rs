@@ -65,11 +65,13 @@ pub fn enter(
         tgid,
         fd: fd as i32,
     };
-    // A plain fd (a file, mostly) costs one inlined array lookup, not a hash lookup. A cached
-    // socket is not looked up in the connection table here: the exit does it, once (and caches
-    // the fd as untraced when its connection is).
+    // A plain fd (a file, mostly) costs one inlined array lookup, not a hash lookup; so does a
+    // socket in its process's slot. A cached socket is not looked up in the connection table
+    // here: the exit does it, once (and caches the fd as untraced when its connection is).
     let sock = if fds::known_plain(&key) {
         0
+    } else if let Some(sock) = fds::cached_sock(&key) {
+        sock
     } else {
         // SAFETY: read-only lookup of a plain value.
         match unsafe { FDS.get(&key) } {

@@ -1,9 +1,11 @@
 //! The fd cache: (process, fd) -> socket, in front of the fd-table walk; and, in front of the
-//! cache, the same knowledge as per-process bits (see `FdBits`). Every write of the cache goes
-//! through here, so the two agree.
+//! cache, the same knowledge as per-process bits and socket slots (see `FdBits`). Every write
+//! of the cache goes through here, so they agree.
 
 use tracer_common::{
-    conn::{role, ConnKey, FdBits, FdEntry, BITMAP_FDS, FD_BITS_PROCS},
+    conn::{
+        role, slot_sock, sock_slot, ConnKey, FdBits, FdEntry, BITMAP_FDS, FD_BITS_PROCS, SOCK_SLOTS,
+    },
     stats,
 };
 
@@ -73,11 +75,64 @@ pub fn surely_no_socket(key: &ConnKey) -> bool {
     test(key, Map::Sockets) == Some(false)
 }
 
+/// The socket slot of `key`'s fd in entry `e`.
+#[inline(always)]
+fn slot(e: *mut FdBits, key: &ConnKey) -> *mut u64 {
+    let i = (key.fd as u32 as usize) & (SOCK_SLOTS - 1);
+    // SAFETY: valid map value pointer; `i` is in bounds.
+    unsafe { core::ptr::addr_of_mut!((*e).socks[i]) }
+}
+
+/// The socket cached for `key`, from its process's socket slots: an inlined array lookup and
+/// one word, where the cache costs a hash lookup. None when the slot holds another fd (or
+/// nothing), or the entry is another process's.
+#[inline(always)]
+pub fn cached_sock(key: &ConnKey) -> Option<u64> {
+    let e = entry(key, false)?;
+    // SAFETY: valid map value pointer; the slot is one aligned word, written whole.
+    let w = unsafe { core::ptr::read_volatile(slot(e, key)) };
+    let sock = slot_sock(w, key.fd)?;
+    // The entry may have changed hands since the owner check: a new owner's slot is not ours.
+    // SAFETY: valid map value pointer.
+    if unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*e).tgid)) } != key.tgid {
+        return None;
+    }
+    Some(sock)
+}
+
+/// Put `sock` in `key`'s socket slot (0: empty the slot if it holds `key`'s fd).
+#[inline(always)]
+fn set_slot(key: &ConnKey, sock: u64) {
+    let Some(e) = entry(key, false) else {
+        return;
+    };
+    let s = slot(e, key);
+    // SAFETY: valid map value pointer; one aligned word, read and written whole.
+    unsafe {
+        match sock_slot(sock, key.fd) {
+            Some(w) if sock != 0 => core::ptr::write_volatile(s, w),
+            _ => {
+                if slot_sock(core::ptr::read_volatile(s), key.fd).is_some() {
+                    core::ptr::write_volatile(s, 0);
+                }
+                return;
+            }
+        }
+        // As in `set_bits`: an entry that changed hands meanwhile gets its slot back empty (a
+        // new owner reading the slot for this very fd in between is the one race left: one
+        // syscall's bytes then go to this process's connection).
+        if core::ptr::read_volatile(core::ptr::addr_of!((*e).tgid)) != key.tgid {
+            core::ptr::write_volatile(s, 0);
+        }
+    }
+}
+
 /// Cache that `key` holds socket `sock` (0: not a traced socket), got the way `role` says.
 #[inline(always)]
 pub fn remember(key: &ConnKey, sock: u64, role: u8) {
     // The bits first: a socket's bit must be set before its entry can be found.
     set_bits(key, sock == 0, sock != 0);
+    set_slot(key, sock);
     let e = FdEntry {
         sock,
         role,
@@ -97,6 +152,7 @@ pub fn ignore(key: &ConnKey) {
 /// Forget `key` (its fd number now holds another file, or will).
 #[inline(always)]
 pub fn forget(key: &ConnKey) {
+    set_slot(key, 0);
     let _ = FDS.remove(key);
     set_bits(key, false, false);
 }
@@ -141,6 +197,9 @@ pub fn new_process(tgid: u32) {
         for i in 0..BITMAP_FDS / 64 {
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*e).plain[i]), 0);
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*e).sockets[i]), 0);
+        }
+        for i in 0..SOCK_SLOTS {
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*e).socks[i]), 0);
         }
     }
 }
