@@ -509,8 +509,7 @@ impl crate::pipeline::conns::KernelConns for ConnTable {
         });
     }
 
-    /// The entry is rewritten whole; a program holding the old one finishes its syscall with
-    /// it, and the next one finds the connection ignored.
+    /// The next syscall finds the connection ignored (see `rewrite`).
     fn ignore(&mut self, sock: u64, conn_id: u64) {
         self.rewrite(sock, conn_id, |st| {
             st.state = tracer_common::conn::state::IGNORED
